@@ -1,0 +1,163 @@
+package config
+
+import (
+	"net"
+	"net/url"
+	"regexp"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"gopkg.in/yaml.v3"
+)
+
+func checkListen(s string) (string, string) {
+	host, port, err := net.SplitHostPort(s)
+	if err == nil && strings.ContainsAny(host, " /") {
+		err = net.InvalidAddrError("bad host")
+	}
+	if err == nil {
+		if n, perr := strconv.ParseUint(port, 10, 16); perr != nil || strconv.FormatUint(n, 10) != port {
+			err = net.InvalidAddrError("bad port")
+		}
+	}
+	if err != nil {
+		return "", "expected host:port such as 127.0.0.1:8080, got " + quote(s)
+	}
+	return s, ""
+}
+
+// checkUpstreamURL accepts only scheme://host[:port]: the forwarder sends
+// the client's own path, so a path or query here would be silently ignored.
+func checkUpstreamURL(s string) (string, string) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Opaque != "" {
+		return "", "expected an http:// or https:// URL, got " + quote(s)
+	}
+	if u.Hostname() == "" {
+		return "", "expected an http:// or https:// URL with a host, got " + quote(s)
+	}
+	if p := u.Port(); p != "" {
+		if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
+			return "", "expected an http:// or https:// URL with a port between 1 and 65535, got " + quote(s)
+		}
+	}
+	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
+		return "", "expected an http:// or https:// URL of just scheme, host and port (requests keep their own path), got " + quote(s)
+	}
+	return strings.TrimSuffix(s, "/"), ""
+}
+
+func checkRedisURL(s string) (string, string) {
+	if !strings.HasPrefix(s, "redis://") && !strings.HasPrefix(s, "rediss://") {
+		return "", "expected a redis:// or rediss:// URL, got " + quote(s)
+	}
+	if _, err := redis.ParseURL(s); err != nil {
+		return "", "expected a redis:// or rediss:// URL, got " + quote(s) + " (" + err.Error() + ")"
+	}
+	return s, ""
+}
+
+func checkDatabaseURL(s string) (string, string) {
+	u, err := url.Parse(s)
+	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
+		return "", "expected a postgres:// or postgresql:// URL, got " + quote(s)
+	}
+	return s, ""
+}
+
+func (p *parser) upstream(n *yaml.Node) {
+	o := p.object(n, "upstream", "url", "timeout", "dial_timeout", "max_conns", "max_buffered_body")
+	u := &p.cfg.Upstream
+	u.URL = p.setting(o.get("url"), "upstream.url", EnvUpstreamURL, "", checkUpstreamURL)
+	if u.URL == "" && isNull(o.get("url")) && p.env(EnvUpstreamURL) == "" {
+		p.add("upstream.url", "missing; expected an http:// or https:// URL (or set %s)", EnvUpstreamURL)
+	}
+	if u.URL != "" {
+		parsed, _ := url.Parse(u.URL)
+		u.Scheme = parsed.Scheme
+		port := parsed.Port()
+		if port == "" {
+			port = map[string]string{"http": "80", "https": "443"}[u.Scheme]
+		}
+		u.Host = net.JoinHostPort(parsed.Hostname(), port)
+	}
+	u.Timeout = p.duration(o.get("timeout"), "upstream.timeout", 30*time.Second)
+	u.DialTimeout = p.duration(o.get("dial_timeout"), "upstream.dial_timeout", 2*time.Second)
+	u.MaxConns = 1024
+	if v, ok := p.integer(o.get("max_conns"), "upstream.max_conns", "a whole number >= 1"); ok {
+		if v < 1 || v > 1<<20 {
+			p.add("upstream.max_conns", "expected a whole number >= 1, got %d", v)
+		} else {
+			u.MaxConns = int(v)
+		}
+	}
+	u.MaxBufferedBody = p.size(o.get("max_buffered_body"), "upstream.max_buffered_body", 1<<20)
+}
+
+const (
+	maxBufferedBodyLimit = 1 << 30
+	sizeExpect           = "a size > 0 and <= 1GiB in bytes or with a KiB, MiB or GiB suffix (e.g. 1MiB)"
+)
+
+var sizeRE = regexp.MustCompile(`^([0-9]{1,10})\s*(B|KiB|MiB|GiB)?$`)
+
+func (p *parser) size(n *yaml.Node, key string, def int) int {
+	s, ok := p.str(n, key, sizeExpect)
+	if !ok {
+		return def
+	}
+	m := sizeRE.FindStringSubmatch(strings.TrimSpace(s))
+	if m == nil {
+		p.add(key, "expected %s, got %s", sizeExpect, quote(s))
+		return def
+	}
+	v, _ := strconv.ParseInt(m[1], 10, 64)
+	v *= map[string]int64{"": 1, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}[m[2]]
+	if v <= 0 || v > maxBufferedBodyLimit {
+		p.add(key, "expected %s, got %s", sizeExpect, quote(s))
+		return def
+	}
+	return int(v)
+}
+
+func (p *parser) redis(n *yaml.Node) {
+	o := p.object(n, "redis", "url", "timeout", "pool_size", "reconcile_interval")
+	r := &p.cfg.Redis
+	r.URL = p.setting(o.get("url"), "redis.url", EnvRedisURL, "redis://127.0.0.1:6379/0", checkRedisURL)
+	r.Timeout = p.duration(o.get("timeout"), "redis.timeout", 50*time.Millisecond)
+	if v, ok := p.integer(o.get("pool_size"), "redis.pool_size", "a whole number >= 0 (0: the client's default)"); ok {
+		if v < 0 || v > 1<<16 {
+			p.add("redis.pool_size", "expected a whole number >= 0 (0: the client's default), got %d", v)
+		} else {
+			r.PoolSize = int(v)
+		}
+	}
+	r.ReconcileInterval = p.duration(o.get("reconcile_interval"), "redis.reconcile_interval", time.Second)
+}
+
+func (p *parser) database(n *yaml.Node) {
+	o := p.object(n, "database", "url")
+	p.cfg.Database.URL = p.setting(o.get("url"), "database.url", EnvDatabaseURL, "", checkDatabaseURL)
+}
+
+var envNameRE = regexp.MustCompile(`^[A-Za-z_][A-Za-z0-9_]*$`)
+
+const envNameExpect = "an environment variable name such as TOLLGATE_ADMIN_TOKEN"
+
+func (p *parser) admin(n *yaml.Node) {
+	o := p.object(n, "admin", "token_env")
+	if name, ok := p.str(o.get("token_env"), "admin.token_env", envNameExpect); ok {
+		if !envNameRE.MatchString(name) {
+			p.add("admin.token_env", "expected %s, got %s", envNameExpect, quote(name))
+		} else {
+			p.cfg.Admin.Token = p.env(name)
+		}
+	}
+	// The well-known variable always wins, so an operator can rotate the
+	// token without editing the file.
+	if t := p.env(EnvAdminToken); t != "" {
+		p.cfg.Admin.Token = t
+	}
+}
