@@ -1,0 +1,34 @@
+package quota
+
+import (
+	"context"
+	"testing"
+
+	"github.com/valyala/fasthttp"
+)
+
+func BenchmarkReserve(b *testing.B) {
+	rdb := testClient(b)
+	tc := newTestConfig()
+	s := newStore(b, rdb, tc.Config)
+	id := newTenant(b, s, rdb, tc.PlanBySlug["pro"], 0, nil)
+	c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
+	ctx := context.Background()
+	var d Decision
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.Reserve(ctx, c, &d); err != nil || d.Outcome != Admitted {
+			b.Fatalf("Reserve: %v %v", d.Outcome, err)
+		}
+	}
+}
+
+func BenchmarkWriteHeaders(b *testing.B) {
+	tc := newTestConfig()
+	d := Decision{Outcome: Admitted, Feature: tc.messages, Current: 8, Limit: 10, Ceiling: 10, Warning: true, Reset: utc(2025, 6, 1, 0, 0, 0)}
+	var h fasthttp.ResponseHeader
+	b.ReportAllocs()
+	for b.Loop() {
+		d.WriteHeaders(&h)
+	}
+}

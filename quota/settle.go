@@ -1,0 +1,86 @@
+package quota
+
+import (
+	"context"
+	"time"
+
+	"go.uber.org/zap"
+
+	"github.com/tollgate/tollgate/config"
+)
+
+// Release gives back d.Reserved after the upstream answered non-2xx, timed
+// out or failed. The counter never goes below zero. When Redis cannot be
+// reached the give-back is kept locally and reconciled later. Releasing
+// twice is harmless: d.Reserved is cleared.
+func (s *Store) Release(ctx context.Context, d *Decision) {
+	if d == nil || d.Outcome != Admitted || d.Reserved <= 0 || d.key == "" {
+		return
+	}
+	n := d.Reserved
+	d.Reserved = 0
+	s.adjust(ctx, d, -n)
+}
+
+// Commit settles a forwarded request that got a 2xx.
+//
+//   - AmountResponseHeader: amount is charged now. The request was admitted
+//     while usage was below the ceiling, so this one request may take usage
+//     past the ceiling by its own amount; the next one is refused.
+//   - Gauge delete: the counter drops by |amount|, never below zero.
+//   - FailedOpen: amount (signed) is added to the local pending counts that
+//     the reconcile loop pushes into Redis once it answers again.
+//   - Anything else was fully counted by Reserve: nothing to do.
+//
+// A Redis failure here keeps the change locally for the reconcile loop, so
+// no settled usage is lost.
+func (s *Store) Commit(ctx context.Context, d *Decision, amount int64) {
+	if d == nil || d.key == "" || amount == 0 {
+		return
+	}
+	switch d.Outcome {
+	case FailedOpen:
+		s.addPending(d.key, amount, d.expiry())
+	case Admitted:
+		switch d.mode {
+		case modeResponse:
+			if amount > 0 {
+				s.adjust(ctx, d, amount)
+			}
+		case modeDelete:
+			if amount > 0 {
+				amount = -amount
+			}
+			s.adjust(ctx, d, amount)
+		}
+	}
+}
+
+// adjust applies delta to d's counter now, or keeps it for reconcile when
+// Redis fails.
+func (s *Store) adjust(ctx context.Context, d *Decision, delta int64) {
+	var ttl int64
+	if d.Feature != nil && d.Feature.Kind == config.Metered && !d.Reset.IsZero() {
+		ttl = counterTTL(d.Reset, s.now())
+		if ttl <= 0 {
+			// The period's counter is already gone; changing it would
+			// only resurrect it.
+			return
+		}
+	}
+	keys := [1]string{d.key}
+	if err := adjustScript.Run(ctx, s.rdb, keys[:], delta, ttl, markerTTL).Err(); err != nil {
+		s.log.Warn("quota adjust failed; kept for reconcile",
+			zap.String("key", d.key), zap.Int64("delta", delta), zap.Error(err))
+		s.addPending(d.key, delta, d.expiry())
+	}
+}
+
+// expiry is when d's counter stops mattering: a week after its period
+// ends; zero (never) for gauges.
+func (d *Decision) expiry() time.Time {
+	if d.Feature == nil || d.Feature.Kind != config.Metered || d.Reset.IsZero() {
+		return time.Time{}
+	}
+	return d.Reset.Add(counterGrace)
+}
