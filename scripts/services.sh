@@ -1,0 +1,278 @@
+#!/usr/bin/env bash
+# Makes sure Redis (127.0.0.1:6379) and PostgreSQL (127.0.0.1:5432, trust auth,
+# database "test") answer, for `make run` and `make test`. Idempotent and silent
+# when both are already fine.
+#
+#   scripts/services.sh            Redis and PostgreSQL
+#   scripts/services.sh redis      Redis only
+#   scripts/services.sh postgres   PostgreSQL only
+#
+# For each service that does not answer, the first that applies wins:
+#   1. installed but stopped       start it (redis-server --daemonize / pg_ctlcluster)
+#   2. a Docker engine is running  docker compose up -d <service>
+#   3. Debian/Ubuntu, root or sudo apt-get install it, then 1.
+# No systemctl anywhere: containers and CI runners usually have no systemd.
+#
+# REDIS_PORT and PG_PORT override the ports (default 6379, 5432); they exist so
+# the script can be exercised against throwaway instances.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+REDIS_PORT=${REDIS_PORT:-6379}
+PG_PORT=${PG_PORT:-5432}
+WAIT_SECONDS=${WAIT_SECONDS:-30}
+TMP_BASE=${TMPDIR:-/tmp}
+REDIS_LOG= # set when this script starts redis-server, for error messages
+
+log() { echo "services: $*" >&2; }
+die() {
+	echo "services: ERROR: $*" >&2
+	exit 1
+}
+
+have() { command -v "$1" >/dev/null 2>&1; }
+
+# t runs a command with a time limit when coreutils' timeout exists, so a
+# wedged server cannot hang the script.
+t() {
+	if have timeout; then timeout 10 "$@"; else "$@"; fi
+}
+
+is_root() { [ "$(id -u)" = 0 ]; }
+
+can_root() { is_root || have sudo; }
+
+as_root() {
+	if is_root; then
+		"$@"
+	elif have sudo; then
+		sudo "$@"
+	else
+		return 1
+	fi
+}
+
+# as_postgres runs a command as the postgres OS user (peer auth on the socket).
+as_postgres() {
+	if [ "$(id -un)" = postgres ]; then
+		"$@"
+	elif is_root && have runuser; then
+		runuser -u postgres -- "$@"
+	elif is_root; then
+		su postgres -s /bin/sh -c "$(printf '%q ' "$@")"
+	elif have sudo; then
+		sudo -u postgres "$@"
+	else
+		return 1
+	fi
+}
+
+docker_ready() {
+	have docker && t docker info >/dev/null 2>&1 && t docker compose version >/dev/null 2>&1
+}
+
+compose_up() {
+	log "starting $1 with docker compose"
+	docker compose -f "$ROOT/docker-compose.yml" up -d "$1" >&2 ||
+		die "docker compose up -d $1 failed"
+}
+
+# apt_install installs Debian packages, keeping apt's chatter in a log that is
+# shown only when it fails.
+apt_install() {
+	local logf="$TMP_BASE/tollgate-apt.log"
+	log "installing $* with apt-get (log: $logf)"
+	if ! { as_root apt-get update &&
+		as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y "$@"; } >"$logf" 2>&1; then
+		tail -n 20 "$logf" >&2
+		die "apt-get install $* failed (full log: $logf)"
+	fi
+}
+
+can_apt() { have apt-get && can_root; }
+
+# wait_for polls check (a function name) for up to WAIT_SECONDS.
+wait_for() {
+	local what=$1 check=$2 i
+	for ((i = 0; i < WAIT_SECONDS * 2; i++)); do
+		"$check" && return 0
+		sleep 0.5
+	done
+	die "$what did not answer within ${WAIT_SECONDS}s"
+}
+
+# ---------------------------------------------------------------- Redis
+
+redis_up() {
+	if have redis-cli; then
+		[ "$(t redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]
+		return
+	fi
+	# No client installed (e.g. Redis runs in Docker): speak RESP over bash's
+	# /dev/tcp. The subshell keeps fd 3 from leaking.
+	(
+		exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT" || exit 1
+		printf 'PING\r\n' >&3
+		IFS= read -r -t 2 line <&3 || exit 1
+		[[ $line == +PONG* ]]
+	) 2>/dev/null
+}
+
+redis_start_local() {
+	local dir
+	if [ -d /var/lib/redis ] && [ -w /var/lib/redis ] && [ -d /var/log/redis ] && [ -w /var/log/redis ]; then
+		dir=/var/lib/redis
+		REDIS_LOG=/var/log/redis/redis-server.log
+	else
+		dir="$TMP_BASE/tollgate-redis"
+		mkdir -p "$dir"
+		REDIS_LOG="$dir/redis-server.log"
+	fi
+	log "starting redis-server on 127.0.0.1:$REDIS_PORT (log: $REDIS_LOG)"
+	# Persistence is off: this Redis holds test and demo data only.
+	redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" \
+		--save "" --appendonly no --dir "$dir" --logfile "$REDIS_LOG" >&2 ||
+		die "redis-server failed to start (see $REDIS_LOG)"
+}
+
+ensure_redis() {
+	redis_up && return 0
+	if have redis-server; then
+		redis_start_local
+	elif docker_ready; then
+		compose_up redis
+	elif can_apt; then
+		apt_install redis-server
+		# The package may have started its own instance already.
+		redis_up || redis_start_local
+	else
+		die "Redis is not answering on 127.0.0.1:$REDIS_PORT and cannot be started here: install redis-server, start a Docker engine, or run as root/with sudo on Debian/Ubuntu"
+	fi
+	wait_for "Redis on 127.0.0.1:$REDIS_PORT${REDIS_LOG:+ (log: $REDIS_LOG)}" redis_up
+}
+
+# ----------------------------------------------------------- PostgreSQL
+
+pg_up() {
+	if have pg_isready; then
+		t pg_isready -q -h 127.0.0.1 -p "$PG_PORT"
+		return
+	fi
+	# No client tools (PostgreSQL in Docker): an open port is the best we can tell.
+	(exec 3<>"/dev/tcp/127.0.0.1/$PG_PORT") 2>/dev/null
+}
+
+# pg_cluster prints "<version> <name>" of the local Debian cluster to start:
+# the one configured on PG_PORT, else the newest version's "main".
+pg_cluster() {
+	local line ver
+	if have pg_lsclusters; then
+		line=$(pg_lsclusters -h 2>/dev/null | awk -v p="$PG_PORT" '$3 == p { print $1, $2; exit }') || line=
+		if [ -n "$line" ]; then
+			echo "$line"
+			return
+		fi
+	fi
+	# shellcheck disable=SC2012 # version directories are plain numbers
+	ver=$(ls /etc/postgresql 2>/dev/null | sort -V | tail -n 1) || ver=
+	[ -n "$ver" ] && echo "$ver main"
+}
+
+pg_installed() { have pg_ctlcluster && [ -n "$(pg_cluster)" ]; }
+
+pg_start_local() {
+	local ver name
+	read -r ver name <<<"$(pg_cluster)"
+	[ -n "${ver:-}" ] || die "no PostgreSQL cluster found under /etc/postgresql"
+	log "starting PostgreSQL cluster $ver/$name"
+	as_root pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start >&2 ||
+		die "pg_ctlcluster $ver $name start failed (see /var/log/postgresql/postgresql-$ver-$name.log)"
+}
+
+psql_ok() {
+	PGCONNECT_TIMEOUT=5 t psql -w -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$1" -c 'select 1' >/dev/null 2>&1
+}
+
+# pg_trust puts trust lines for loopback TCP at the top of pg_hba.conf (a
+# fresh Debian cluster uses scram there) and reloads the server.
+pg_trust() {
+	local hba ver name
+	hba=$(as_postgres psql -X -At -p "$PG_PORT" -c 'show hba_file' 2>/dev/null) || hba=
+	if [ -z "$hba" ]; then
+		read -r ver name <<<"$(pg_cluster)"
+		hba="/etc/postgresql/${ver:-?}/${name:-main}/pg_hba.conf"
+	fi
+	as_root test -f "$hba" || die "cannot find pg_hba.conf to enable trust auth on 127.0.0.1 (tried $hba)"
+	if as_root head -n 3 "$hba" | grep -q 'host all all 127.0.0.1/32 trust'; then
+		die "PostgreSQL rejects postgres@127.0.0.1 although $hba already trusts it; check the server log"
+	fi
+	log "enabling trust auth for 127.0.0.1 and ::1 in $hba"
+	# Each "1i" is printed before the old line 1, in the order given.
+	as_root sed -i \
+		-e '1i # added by tollgate scripts/services.sh: local development only' \
+		-e '1i host all all 127.0.0.1/32 trust' \
+		-e '1i host all all ::1/128 trust' "$hba" ||
+		die "could not edit $hba"
+	as_postgres psql -X -q -p "$PG_PORT" -c 'select pg_reload_conf()' >/dev/null ||
+		die "could not reload PostgreSQL after editing $hba"
+	# The reload is asynchronous; give it a moment.
+	local i
+	for ((i = 0; i < 20; i++)); do
+		psql_ok postgres && return 0
+		sleep 0.5
+	done
+	die "postgres@127.0.0.1 still cannot connect after enabling trust in $hba"
+}
+
+# pg_ensure_test_db checks what the tests need — trust auth as postgres over
+# TCP and a database "test" — and fixes what it can.
+pg_ensure_test_db() {
+	if ! have psql; then
+		log "psql not installed; cannot check for database \"test\" (assuming it exists)"
+		return 0
+	fi
+	psql_ok test && return 0
+	if ! psql_ok postgres; then
+		can_root || die "PostgreSQL does not let postgres@127.0.0.1:$PG_PORT in without a password, and fixing pg_hba.conf needs root or sudo"
+		pg_trust
+	fi
+	if ! psql_ok test; then
+		log "creating database test"
+		createdb -w -h 127.0.0.1 -p "$PG_PORT" -U postgres test >&2 ||
+			die "createdb test failed"
+	fi
+	psql_ok test || die "cannot connect to postgres://postgres@127.0.0.1:$PG_PORT/test"
+}
+
+ensure_postgres() {
+	if ! pg_up; then
+		if pg_installed; then
+			pg_start_local
+		elif docker_ready; then
+			compose_up postgres
+		elif can_apt; then
+			apt_install postgresql
+			# The package creates and usually starts a "main" cluster.
+			pg_up || pg_start_local
+		else
+			die "PostgreSQL is not answering on 127.0.0.1:$PG_PORT and cannot be started here: install postgresql, start a Docker engine, or run as root/with sudo on Debian/Ubuntu"
+		fi
+		wait_for "PostgreSQL on 127.0.0.1:$PG_PORT" pg_up
+	fi
+	pg_ensure_test_db
+}
+
+# ------------------------------------------------------------------ main
+
+case "${1:-all}" in
+redis) ensure_redis ;;
+postgres | postgresql) ensure_postgres ;;
+all | both)
+	ensure_redis
+	ensure_postgres
+	;;
+-h | --help)
+	awk 'NR > 1 && !/^#/ { exit } NR > 1 { sub(/^# ?/, ""); print }' "$0"
+	;;
+*) die "unknown argument '$1' (use: redis, postgres or nothing for both)" ;;
+esac
