@@ -1,0 +1,624 @@
+package proxy
+
+import (
+	"bytes"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/tollgate/tollgate/config"
+)
+
+const (
+	fwdDefaultTimeout     = 30 * time.Second
+	fwdDefaultDialTimeout = 2 * time.Second
+	fwdDefaultMaxConns    = 1024
+
+	// fwdClientIdle is how long a streamed body may make no progress on the
+	// client's side (an upload that stalls, a download nobody reads) before
+	// the exchange is abandoned. It is an idle bound, not a total one, so
+	// large uploads and endless event streams are fine.
+	fwdClientIdle = 60 * time.Second
+
+	// Response headers bigger than the read buffer are refused by fasthttp;
+	// real APIs send large cookies and CSPs, so be generous.
+	fwdUpstreamReadBuffer = 16 << 10
+
+	fwdMsgBadGateway = "The upstream API could not be reached."
+	fwdMsgTimeout    = "The upstream API did not answer in time."
+)
+
+// ResponseHook runs once the upstream's status line and headers are in and
+// before any response byte goes to the client: the caller may read and add
+// headers (X-Quota-*). status is the upstream status (101 for a websocket
+// upgrade).
+type ResponseHook func(status int, h *fasthttp.ResponseHeader)
+
+// Forwarder sends requests to the upstream API and streams the answers back.
+// It is safe for concurrent use.
+type Forwarder struct {
+	client    *fasthttp.HostClient
+	host      string // Host header sent upstream
+	dialAddr  string // host:port dialled
+	isTLS     bool
+	timeout   time.Duration
+	dialer    net.Dialer
+	tlsConfig *tls.Config
+}
+
+// NewForwarder builds the forwarder for u, filling in the documented
+// defaults for zero durations and limits.
+func NewForwarder(u config.Upstream) (*Forwarder, error) {
+	scheme := strings.ToLower(u.Scheme)
+	if scheme == "" {
+		scheme = "http"
+	}
+	if scheme != "http" && scheme != "https" {
+		return nil, fmt.Errorf("new forwarder: upstream scheme %q: want http or https", u.Scheme)
+	}
+	if u.Host == "" || strings.ContainsAny(u.Host, "/?#@ \t\r\n") {
+		return nil, fmt.Errorf("new forwarder: upstream host %q: want host[:port]", u.Host)
+	}
+	f := &Forwarder{
+		host:    u.Host,
+		isTLS:   scheme == "https",
+		timeout: u.Timeout,
+	}
+	if f.timeout <= 0 {
+		f.timeout = fwdDefaultTimeout
+	}
+	f.dialer.Timeout = u.DialTimeout
+	if f.dialer.Timeout <= 0 {
+		f.dialer.Timeout = fwdDefaultDialTimeout
+	}
+	maxConns := u.MaxConns
+	if maxConns <= 0 {
+		maxConns = fwdDefaultMaxConns
+	}
+	f.dialAddr = fasthttp.AddMissingPort(u.Host, f.isTLS)
+	if f.isTLS {
+		name, _, err := net.SplitHostPort(f.dialAddr)
+		if err != nil {
+			return nil, fmt.Errorf("new forwarder: upstream host %q: %w", u.Host, err)
+		}
+		f.tlsConfig = &tls.Config{ServerName: name, MinVersion: tls.VersionTLS12}
+	}
+	f.client = &fasthttp.HostClient{
+		Addr:      f.dialAddr,
+		IsTLS:     f.isTLS,
+		TLSConfig: f.tlsConfig,
+		Dial:      f.dial,
+		Transport: fwdTransport{},
+		MaxConns:  maxConns,
+		// Waiting for a pooled connection is part of waiting for the
+		// upstream, so it gets the same bound; past it the client gets 504.
+		MaxConnWaitTimeout:        f.timeout,
+		MaxIdemponentCallAttempts: 2,
+		RetryIfErr:                fwdRetryIf,
+		ReadBufferSize:            fwdUpstreamReadBuffer,
+		StreamResponseBody:        true,
+		NoDefaultUserAgentHeader:  true,
+		DisablePathNormalizing:    true,
+	}
+	return f, nil
+}
+
+// NewServer returns the fasthttp.Server the proxy listener must use: request
+// bodies are streamed (never buffered whole), multipart bodies are left
+// unparsed for the upstream, and no Content-Type is invented. name is the
+// Server header of answers Tollgate writes itself; upstream answers keep
+// theirs. Date is always the proxy's (fasthttp rewrites it). ReadTimeout and
+// WriteTimeout bound requests and answers Tollgate handles itself; Forward
+// swaps them for idle timeouts on the bodies it streams.
+func NewServer(handler fasthttp.RequestHandler, name string) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                      handler,
+		Name:                         name,
+		StreamRequestBody:            true,
+		DisablePreParseMultipartForm: true,
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		ReadBufferSize:               16 << 10,
+		ReadTimeout:                  30 * time.Second,
+		WriteTimeout:                 30 * time.Second,
+		IdleTimeout:                  90 * time.Second,
+		CloseOnShutdown:              true,
+		SecureErrorLogMessage:        true,
+	}
+}
+
+// Forward sends ctx's request to the upstream and writes the upstream
+// response to ctx (streamed). It returns the upstream status, or 0 with an
+// error when no response came: then it has already written a 502 (connect
+// refused or reset) or 504 (no response headers within Upstream.Timeout)
+// JSON error, or a 400 when the client's own body could not be read. body,
+// when non-nil, is the already-read request body to send instead of the
+// client's stream.
+func (f *Forwarder) Forward(ctx *fasthttp.RequestCtx, body []byte, hook ResponseHook) (int, error) {
+	if fwdIsWebSocket(&ctx.Request.Header) {
+		return f.forwardWebSocket(ctx, hook)
+	}
+
+	x := fwdExchangePool.Get().(*fwdExchange)
+	req := &x.req
+	f.prepareRequest(ctx, x, body)
+	x.resp.Header.SetNoDefaultContentType(true)
+	err := f.client.Do(req, &x.resp)
+	clientErr := x.clientBody.err
+	// The request is fully written (or abandoned): drop its references to
+	// the client's body right away.
+	req.Reset()
+	x.clientBody = fwdClientBody{}
+	if err != nil {
+		x.release()
+		return 0, f.fail(ctx, err, clientErr)
+	}
+
+	status := x.resp.StatusCode()
+	if status == fasthttp.StatusSwitchingProtocols {
+		// Upgrade was stripped, so this connection now speaks something
+		// nobody asked for: it must not serve another request.
+		if c := fwdConnOf(&x.resp); c != nil {
+			_ = c.Close()
+		}
+		x.release()
+		WriteJSONError(ctx, fasthttp.StatusBadGateway, "bad_gateway", fwdMsgBadGateway)
+		return 0, errors.New("forward: upstream switched protocols without an upgrade request")
+	}
+
+	rh := &ctx.Response.Header
+	x.resp.Header.CopyTo(rh)
+	x.scratch = fwdStripHopByHop(rh, x.scratch)
+	if hook != nil {
+		hook(status, rh)
+	}
+
+	stream := x.resp.BodyStream()
+	size := x.resp.Header.ContentLength()
+	if stream == nil || size == 0 {
+		// No body (HEAD, 204, 304, empty): fasthttp already pooled the
+		// connection or will when the empty stream closes.
+		x.release()
+		return status, nil
+	}
+
+	// The response head arrived in time; the body may take as long as it
+	// likes (an event stream may never end).
+	x.conn = fwdConnOf(&x.resp)
+	if x.conn != nil {
+		x.conn.beginBody()
+	}
+	x.ctx = ctx
+	x.stream = stream
+	x.body.open = true
+	if size < 0 {
+		size = -1
+		// Chunked or read-until-close: likely a stream, so let the client
+		// see the head before the first event instead of with it.
+		ctx.Response.ImmediateHeaderFlush = true
+	}
+	ctx.Response.SetBodyStream(&x.body, size)
+	_ = ctx.SetWriteDeadline(time.Now().Add(fwdClientIdle))
+	return status, nil
+}
+
+// prepareRequest fills x.req with what goes upstream: the client's method,
+// request-target and end-to-end headers, the upstream's Host, the
+// X-Forwarded-* headers and the body.
+func (f *Forwarder) prepareRequest(ctx *fasthttp.RequestCtx, x *fwdExchange, body []byte) {
+	req := &x.req
+	// Read before stripping: a client naming Content-Length in Connection
+	// must not change the framing.
+	size := ctx.Request.Header.ContentLength()
+	x.scratch = f.prepareHeader(ctx, &req.Header, x.scratch)
+	if f.isTLS {
+		req.URI().SetScheme("https")
+	}
+
+	switch {
+	case body != nil:
+		req.SetBodyRaw(body)
+	case size > 0 || size == -1:
+		if s := ctx.RequestBodyStream(); s != nil {
+			x.clientBody = fwdClientBody{ctx: ctx, r: s}
+			req.SetBodyStream(&x.clientBody, size)
+		} else {
+			req.SetBodyRaw(ctx.Request.Body())
+		}
+	}
+}
+
+// prepareHeader copies the client's request header into h as the upstream
+// must see it.
+func (f *Forwarder) prepareHeader(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader, scratch []byte) []byte {
+	src := &ctx.Request.Header
+	src.CopyTo(h)
+	scratch = fwdStripHopByHop(h, scratch)
+	// fasthttp's server already answered 100-continue to the client.
+	h.Del(fasthttp.HeaderExpect)
+	if !h.IsHTTP11() {
+		h.SetProtocol("HTTP/1.1")
+	}
+	h.SetNoDefaultContentType(true)
+	if target := src.RequestURI(); !fwdOriginForm(target) {
+		// Absolute-form (a client talking to us as to a forward proxy):
+		// the upstream gets origin-form, like from any other client.
+		uri := ctx.URI()
+		scratch = append(scratch[:0], uri.PathOriginal()...)
+		if q := uri.QueryString(); len(q) > 0 {
+			scratch = append(scratch, '?')
+			scratch = append(scratch, q...)
+		}
+		h.SetRequestURIBytes(scratch)
+	}
+	return f.setForwarded(ctx, h, scratch)
+}
+
+// setForwarded sends the upstream's Host and says who really asked.
+func (f *Forwarder) setForwarded(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader, scratch []byte) []byte {
+	if host := ctx.Request.Header.Host(); len(host) > 0 {
+		h.SetBytesV(fasthttp.HeaderXForwardedHost, host)
+	} else {
+		h.Del(fasthttp.HeaderXForwardedHost)
+	}
+	h.SetHost(f.host)
+	if ctx.IsTLS() {
+		h.Set(fasthttp.HeaderXForwardedProto, "https")
+	} else {
+		h.Set(fasthttp.HeaderXForwardedProto, "http")
+	}
+
+	scratch = scratch[:0]
+	for _, v := range h.PeekAll(fasthttp.HeaderXForwardedFor) {
+		v = bytes.TrimSpace(v)
+		if len(v) == 0 {
+			continue
+		}
+		if len(scratch) > 0 {
+			scratch = append(scratch, ", "...)
+		}
+		scratch = append(scratch, v...)
+	}
+	if len(scratch) > 0 {
+		scratch = append(scratch, ", "...)
+	}
+	scratch = fwdAppendClientIP(scratch, ctx)
+	// Del first: Set alone would leave any second X-Forwarded-For line.
+	h.Del(fasthttp.HeaderXForwardedFor)
+	h.SetBytesV(fasthttp.HeaderXForwardedFor, scratch)
+	return scratch
+}
+
+func fwdAppendClientIP(dst []byte, ctx *fasthttp.RequestCtx) []byte {
+	if a, ok := netip.AddrFromSlice(ctx.RemoteIP()); ok {
+		return a.Unmap().AppendTo(dst)
+	}
+	return append(dst, "unknown"...)
+}
+
+// fwdOriginForm reports whether target can be sent upstream as it came.
+func fwdOriginForm(target []byte) bool {
+	return len(target) > 0 && (target[0] == '/' || (len(target) == 1 && target[0] == '*'))
+}
+
+// fail answers a forward that got no response and says why.
+func (f *Forwarder) fail(ctx *fasthttp.RequestCtx, err, clientErr error) error {
+	switch {
+	case clientErr != nil:
+		WriteJSONError(ctx, fasthttp.StatusBadRequest, "invalid_body", "Request body could not be read.")
+		return fmt.Errorf("forward: read client body: %w", clientErr)
+	case fwdIsTimeout(err):
+		WriteJSONError(ctx, fasthttp.StatusGatewayTimeout, "gateway_timeout", fwdMsgTimeout)
+		return fmt.Errorf("forward: upstream timeout: %w", err)
+	default:
+		WriteJSONError(ctx, fasthttp.StatusBadGateway, "bad_gateway", fwdMsgBadGateway)
+		return fmt.Errorf("forward: upstream: %w", err)
+	}
+}
+
+// fwdIsTimeout separates "the upstream is slow" (504) from "the upstream
+// is not there" (502). A dial that times out is the latter.
+func fwdIsTimeout(err error) bool {
+	var de *fwdDialError
+	if errors.As(err, &de) {
+		return false
+	}
+	if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrNoFreeConns) ||
+		errors.Is(err, os.ErrDeadlineExceeded) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// fwdRetryIf retries only what is both safe and likely to help: an
+// idempotent request whose pooled connection turned out to be closed by the
+// upstream. fasthttp's default would also retry timeouts, multiplying the
+// wait the client sees.
+func fwdRetryIf(req *fasthttp.Request, _ int, err error) (resetTimeout, retry bool) {
+	if !errors.Is(err, io.EOF) && !errors.Is(err, fasthttp.ErrConnectionClosed) &&
+		!errors.Is(err, syscall.ECONNRESET) && !errors.Is(err, syscall.EPIPE) {
+		return false, false
+	}
+	h := &req.Header
+	idempotent := h.IsGet() || h.IsHead() || h.IsOptions() || h.IsTrace() ||
+		len(h.Peek("Idempotency-Key")) > 0
+	return false, idempotent
+}
+
+// fwdHopByHop are the headers that describe one connection, not the message
+// (RFC 9110 section 7.6.1), plus the legacy Proxy-Connection.
+var fwdHopByHop = [...]string{
+	fasthttp.HeaderConnection,
+	"Proxy-Connection",
+	fasthttp.HeaderKeepAlive,
+	fasthttp.HeaderProxyAuthenticate,
+	fasthttp.HeaderProxyAuthorization,
+	fasthttp.HeaderTE,
+	fasthttp.HeaderTrailer,
+	fasthttp.HeaderTransferEncoding,
+	fasthttp.HeaderUpgrade,
+}
+
+// fwdHeaders is what request and response headers share for stripping.
+type fwdHeaders interface {
+	PeekAll(key string) [][]byte
+	Del(key string)
+	DelBytes(key []byte)
+}
+
+// fwdStripHopByHop removes the hop-by-hop headers and those the Connection
+// header names. scratch is reused to hold the Connection tokens, since the
+// deletions move header storage around.
+func fwdStripHopByHop(h fwdHeaders, scratch []byte) []byte {
+	scratch = scratch[:0]
+	for _, v := range h.PeekAll(fasthttp.HeaderConnection) {
+		scratch = append(scratch, v...)
+		scratch = append(scratch, ',')
+	}
+	for rest := scratch; len(rest) > 0; {
+		tok := rest
+		if i := bytes.IndexByte(rest, ','); i >= 0 {
+			tok, rest = rest[:i], rest[i+1:]
+		} else {
+			rest = nil
+		}
+		tok = bytes.TrimSpace(tok)
+		if len(tok) == 0 || fwdKeepListed(tok) {
+			continue
+		}
+		h.DelBytes(tok)
+	}
+	for _, k := range fwdHopByHop {
+		h.Del(k)
+	}
+	return scratch
+}
+
+// fwdKeepListed protects what framing and routing depend on from a
+// Connection header naming it; the connection options themselves name no
+// header.
+func fwdKeepListed(tok []byte) bool {
+	for _, k := range fwdKeepTokens {
+		if fwdEqualFold(tok, k) {
+			return true
+		}
+	}
+	return false
+}
+
+var fwdKeepTokens = [...]string{"close", "keep-alive", "upgrade", fasthttp.HeaderContentLength, fasthttp.HeaderHost}
+
+// fwdEqualFold compares ASCII case-insensitively without converting b.
+func fwdEqualFold(b []byte, s string) bool {
+	if len(b) != len(s) {
+		return false
+	}
+	for i := 0; i < len(b); i++ {
+		x, y := b[i], s[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
+}
+
+// fwdExchange is one forwarded request, pooled so the hot path allocates
+// nothing of its own. It lives until the response body stream is closed.
+type fwdExchange struct {
+	req        fasthttp.Request
+	resp       fasthttp.Response
+	clientBody fwdClientBody
+	body       fwdUpstreamBody
+	ctx        *fasthttp.RequestCtx
+	stream     io.Reader
+	conn       *fwdConn
+	scratch    []byte
+}
+
+var fwdExchangePool = sync.Pool{New: func() any {
+	x := &fwdExchange{}
+	x.body.x = x
+	return x
+}}
+
+func (x *fwdExchange) release() {
+	if x.conn != nil {
+		// Before closing the stream: that hands the connection back to
+		// the pool, where another request may pick it up.
+		x.conn.endBody()
+		x.conn = nil
+	}
+	_ = x.resp.CloseBodyStream()
+	x.resp.Reset()
+	x.req.Reset()
+	x.clientBody = fwdClientBody{}
+	x.ctx = nil
+	x.stream = nil
+	x.body.open = false
+	if cap(x.scratch) > 64<<10 {
+		x.scratch = nil
+	}
+	fwdExchangePool.Put(x)
+}
+
+// fwdClientBody is the client's request body on its way upstream. It keeps
+// the client's read deadline moving while bytes flow and remembers a
+// client-side failure so it is not blamed on the upstream.
+type fwdClientBody struct {
+	ctx *fasthttp.RequestCtx
+	r   io.Reader
+	err error
+}
+
+func (b *fwdClientBody) Read(p []byte) (int, error) {
+	_ = b.ctx.SetReadDeadline(time.Now().Add(fwdClientIdle))
+	n, err := b.r.Read(p)
+	if err != nil && err != io.EOF && b.err == nil {
+		b.err = err
+	}
+	return n, err
+}
+
+// fwdUpstreamBody is the upstream's response body on its way to the client.
+// fasthttp's server closes it (CloseWithError) once written or abandoned,
+// which releases the upstream connection and the exchange.
+type fwdUpstreamBody struct {
+	x    *fwdExchange
+	open bool
+}
+
+func (b *fwdUpstreamBody) Read(p []byte) (int, error) {
+	if !b.open {
+		return 0, io.ErrClosedPipe
+	}
+	n, err := b.x.stream.Read(p)
+	if n > 0 {
+		// The server writes these bytes next; an event stream may have
+		// been quiet for long, so the write clock starts now.
+		_ = b.x.ctx.SetWriteDeadline(time.Now().Add(fwdClientIdle))
+	}
+	return n, err
+}
+
+// CloseWithError implements fasthttp.ReadCloserWithError.
+func (b *fwdUpstreamBody) CloseWithError(error) error {
+	if !b.open {
+		return nil
+	}
+	b.open = false
+	b.x.release()
+	return nil
+}
+
+// fwdTransport makes fasthttp send the client's request-target verbatim.
+// HostClient parses the URI to check its scheme, and a parsed URI is
+// re-serialised on write, which normalises it (an empty "?" disappears, for
+// one). Forgetting the parse keeps the raw bytes from the request line.
+type fwdTransport struct{}
+
+func (fwdTransport) RoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp.Response) (bool, error) {
+	req.SetURI(nil)
+	retry, err := fasthttp.DefaultTransport.RoundTrip(hc, req, resp)
+	if hc.IsTLS {
+		// A retry goes through the scheme check again.
+		req.URI().SetScheme("https")
+	}
+	return retry, err
+}
+
+// fwdDialError marks a failed connect: always a 502, even when it timed out.
+type fwdDialError struct{ err error }
+
+func (e *fwdDialError) Error() string { return "dial upstream: " + e.err.Error() }
+func (e *fwdDialError) Unwrap() error { return e.err }
+
+func (f *Forwarder) dial(addr string) (net.Conn, error) {
+	c, err := f.dialer.Dial("tcp", addr)
+	if err != nil {
+		return nil, &fwdDialError{err: err}
+	}
+	fc := &fwdConn{Conn: c, headTimeout: f.timeout, writeIdle: f.timeout}
+	fc.addr = fwdAddr{Addr: c.LocalAddr(), conn: fc}
+	return fc, nil
+}
+
+// fwdConn enforces the upstream timeouts fasthttp cannot express while
+// streaming: fasthttp's request timeout is one deadline over the whole
+// exchange, which would cut long uploads and endless event streams. Here
+// each write must progress within the timeout, the response head must
+// arrive within it once the request is out, and the body has no deadline.
+//
+// Fields are only touched by whichever goroutine owns the connection; the
+// pool's lock orders hand-overs.
+type fwdConn struct {
+	net.Conn
+	addr        fwdAddr
+	headTimeout time.Duration
+	writeIdle   time.Duration
+	// awaitingHead: a request went out, so the next read waits for a head.
+	awaitingHead bool
+	// streaming: a response body is being relayed; writes now (TLS
+	// housekeeping) do not start a new wait for a head.
+	streaming bool
+}
+
+// fwdAddr lets Forward find the connection behind a response: fasthttp
+// records the connection's LocalAddr on the response, TLS or not.
+type fwdAddr struct {
+	net.Addr
+	conn *fwdConn
+}
+
+func fwdConnOf(resp *fasthttp.Response) *fwdConn {
+	if a, ok := resp.LocalAddr().(*fwdAddr); ok {
+		return a.conn
+	}
+	return nil
+}
+
+func (c *fwdConn) LocalAddr() net.Addr { return &c.addr }
+
+func (c *fwdConn) Write(p []byte) (int, error) {
+	if !c.streaming {
+		c.awaitingHead = true
+	}
+	if err := c.Conn.SetWriteDeadline(time.Now().Add(c.writeIdle)); err != nil {
+		return 0, err
+	}
+	return c.Conn.Write(p)
+}
+
+func (c *fwdConn) Read(p []byte) (int, error) {
+	if c.awaitingHead {
+		c.awaitingHead = false
+		if err := c.Conn.SetReadDeadline(time.Now().Add(c.headTimeout)); err != nil {
+			return 0, err
+		}
+	}
+	return c.Conn.Read(p)
+}
+
+func (c *fwdConn) beginBody() {
+	c.streaming = true
+	c.awaitingHead = false
+	_ = c.Conn.SetReadDeadline(time.Time{})
+}
+
+func (c *fwdConn) endBody() { c.streaming = false }

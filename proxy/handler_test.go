@@ -1,0 +1,482 @@
+package proxy_test
+
+import (
+	"context"
+	"encoding/json"
+	"net/http"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+func TestGaugeLimitMatchesSeed(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	mini := h.createTenant("mini")
+
+	for i := 0; i < 2; i++ {
+		if r := h.call(mini.APIKey, "POST", "/api/v1/agents", `{"name":"a"}`); r.status != http.StatusCreated {
+			t.Fatalf("agent %d: %d %s", i+1, r.status, r.body)
+		}
+	}
+	r := h.call(mini.APIKey, "POST", "/api/v1/agents", `{"name":"c"}`)
+	if r.status != http.StatusPaymentRequired {
+		t.Fatalf("third agent: status %d %s, want 402", r.status, r.body)
+	}
+	if ct := r.header.Get("Content-Type"); ct != "application/json" {
+		t.Fatalf("content type %q", ct)
+	}
+	golden(t, "limit_exceeded_agents_mini.json", r.body)
+	if got := h.up.count("POST", "/api/v1/agents"); got != 2 {
+		t.Fatalf("upstream saw %d agent creations, want 2", got)
+	}
+	if got := h.usage(mini.ID, "agents"); got != 2 {
+		t.Fatalf("agents gauge %d, want 2", got)
+	}
+}
+
+func TestFlagErrorsMatchSeed(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	free := h.createTenant("free")
+
+	tests := []struct {
+		name, path, body string
+		status           int
+		golden           string
+	}{
+		{"non-widget channel needs integrations", "/api/v1/channels", `{"type":"whatsapp","name":"wa"}`, 402, "feature_locked_integrations_free.json"},
+		{"ai auto-reply not on free", "/api/v1/ai/auto-reply", `{"message":"hi"}`, 402, "feature_not_available_ai_auto_reply_free.json"},
+		{"widget channel allowed", "/api/v1/channels", `{"type":"widget","name":"w"}`, 201, ""},
+		{"second channel over the gauge", "/api/v1/channels", `{"type":"widget","name":"w2"}`, 402, "limit_exceeded_channels_free.json"},
+		{"malformed body is rejected, not counted", "/api/v1/channels", `{"type":`, 400, ""},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			r := h.call(free.APIKey, "POST", tc.path, tc.body)
+			if r.status != tc.status {
+				t.Fatalf("status %d %s, want %d", r.status, r.body, tc.status)
+			}
+			if tc.golden != "" {
+				golden(t, tc.golden, r.body)
+			}
+		})
+	}
+	if got := h.up.count("POST", "/api/v1/channels"); got != 1 {
+		t.Fatalf("upstream saw %d channel creations, want 1 (the widget)", got)
+	}
+	if got := h.up.count("POST", "/api/v1/ai/auto-reply"); got != 0 {
+		t.Fatalf("upstream saw %d auto-replies, want 0", got)
+	}
+	if got := h.usage(free.ID, "channels"); got != 1 {
+		t.Fatalf("channels gauge %d, want 1", got)
+	}
+
+	// On Mini the same requests pass: the flag is on.
+	h.setPlan(free.ID, "mini")
+	if r := h.call(free.APIKey, "POST", "/api/v1/channels", `{"type":"whatsapp"}`); r.status != 201 {
+		t.Fatalf("whatsapp channel on mini: %d %s", r.status, r.body)
+	}
+	if r := h.call(free.APIKey, "POST", "/api/v1/ai/auto-reply", `{"message":"hi"}`); r.status != 201 {
+		t.Fatalf("auto-reply on mini: %d %s", r.status, r.body)
+	}
+}
+
+func TestMonthlyLimitWarningAndRetryAfter(t *testing.T) {
+	now := time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
+	h := newHarness(t, harnessOpts{clock: func() time.Time { return now }})
+	free := h.createTenant("free")
+
+	for i := 1; i <= 250; i++ {
+		r := h.call(free.APIKey, "POST", "/api/v1/messages", `{"text":"hi"}`)
+		if r.status != http.StatusCreated {
+			t.Fatalf("message %d: %d %s", i, r.status, r.body)
+		}
+		wantWarn := i >= 200 // 80% of 250
+		if got := r.header.Get("X-Quota-Warning") == "true"; got != wantWarn {
+			t.Fatalf("message %d: X-Quota-Warning %q, want warning=%v", i, r.header.Get("X-Quota-Warning"), wantWarn)
+		}
+		if got := r.header.Get("X-Quota-Limit"); got != "250" {
+			t.Fatalf("message %d: X-Quota-Limit %q", i, got)
+		}
+		if got := r.header.Get("X-Quota-Remaining"); got != strconv.Itoa(250-i) {
+			t.Fatalf("message %d: X-Quota-Remaining %q, want %d", i, got, 250-i)
+		}
+	}
+	r := h.call(free.APIKey, "POST", "/api/v1/messages", `{"text":"one too many"}`)
+	if r.status != http.StatusTooManyRequests {
+		t.Fatalf("message 251: %d %s", r.status, r.body)
+	}
+	golden(t, "limit_exceeded_messages_free.json", r.body)
+	reset := time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC)
+	if got, want := r.header.Get("Retry-After"), strconv.Itoa(int(reset.Sub(now).Seconds())); got != want {
+		t.Fatalf("Retry-After %q, want %s", got, want)
+	}
+	if got, want := r.header.Get("X-Quota-Reset"), strconv.FormatInt(reset.Unix(), 10); got != want {
+		t.Fatalf("X-Quota-Reset %q, want %s", got, want)
+	}
+	if got := h.up.count("POST", "/api/v1/messages"); got != 250 {
+		t.Fatalf("upstream saw %d messages, want 250", got)
+	}
+}
+
+func TestGraceWindow(t *testing.T) {
+	h := newHarness(t, harnessOpts{configPath: "testdata/tollgate.yaml"})
+	ten := h.createTenant("small") // api_calls: limit 10, grace 1.1 → ceiling 11
+
+	for i := 1; i <= 11; i++ {
+		r := h.call(ten.APIKey, "GET", "/v1/things", "")
+		if r.status != http.StatusOK {
+			t.Fatalf("call %d: %d %s", i, r.status, r.body)
+		}
+		if i > 10 && r.header.Get("X-Quota-Warning") != "true" {
+			t.Fatalf("call %d in the grace window has no warning", i)
+		}
+		if i > 10 && r.header.Get("X-Quota-Remaining") != "0" {
+			t.Fatalf("call %d: remaining %q, want 0", i, r.header.Get("X-Quota-Remaining"))
+		}
+	}
+	r := h.call(ten.APIKey, "GET", "/v1/things", "")
+	if r.status != http.StatusTooManyRequests {
+		t.Fatalf("call past the grace ceiling: %d %s", r.status, r.body)
+	}
+	var body struct {
+		Current, Limit int64
+	}
+	if err := json.Unmarshal(r.body, &body); err != nil || body.Current != 11 || body.Limit != 10 {
+		t.Fatalf("body %s: current/limit %d/%d, want 11/10 (%v)", r.body, body.Current, body.Limit, err)
+	}
+}
+
+func TestCommitOnSuccessReleaseOnFailure(t *testing.T) {
+	h := newHarness(t, harnessOpts{configPath: "testdata/tollgate.yaml"})
+	ten := h.createTenant("small")
+
+	steps := []struct {
+		name   string
+		hdr    []string
+		status int
+		want   int64 // api_calls used afterwards
+	}{
+		{"2xx commits", nil, 200, 1},
+		{"4xx releases", []string{"X-Test-Status", "422"}, 422, 1},
+		{"5xx releases", []string{"X-Test-Status", "503"}, 503, 1},
+		{"timeout releases", []string{"X-Test-Sleep", "2s"}, 504, 1},
+		{"another 2xx commits", []string{"X-Test-Status", "204"}, 204, 2},
+	}
+	for _, s := range steps {
+		r := h.call(ten.APIKey, "GET", "/v1/things", "", s.hdr...)
+		if r.status != s.status {
+			t.Fatalf("%s: status %d %s, want %d", s.name, r.status, r.body, s.status)
+		}
+		if got := h.usage(ten.ID, "api_calls"); got != s.want {
+			t.Fatalf("%s: api_calls %d, want %d", s.name, got, s.want)
+		}
+	}
+}
+
+func TestUpstreamDownReleases(t *testing.T) {
+	h := newHarness(t, harnessOpts{upstreamURL: "http://127.0.0.1:1"})
+	free := h.createTenant("free")
+	r := h.call(free.APIKey, "POST", "/api/v1/agents", `{"name":"a"}`)
+	if r.status != http.StatusBadGateway {
+		t.Fatalf("status %d %s, want 502", r.status, r.body)
+	}
+	if got := h.usage(free.ID, "agents"); got != 0 {
+		t.Fatalf("agents gauge %d after a 502, want 0", got)
+	}
+}
+
+func TestResponseHeaderAmountIsCharged(t *testing.T) {
+	h := newHarness(t, harnessOpts{configPath: "testdata/tollgate.yaml"})
+	ten := h.createTenant("small") // ai_tokens: 1000
+
+	for _, s := range []struct {
+		tokens string
+		status string
+		want   int64
+	}{
+		{"300", "", 300},
+		{"200", "500", 300}, // failed: not charged
+		{"abc", "", 300},    // malformed header: not charged
+		{"800", "", 1100},   // admitted below the limit, charged in full
+	} {
+		hdr := []string{"X-Test-Tokens", s.tokens}
+		if s.status != "" {
+			hdr = append(hdr, "X-Test-Status", s.status)
+		}
+		h.call(ten.APIKey, "POST", "/v1/complete", `{}`, hdr...)
+		if got := h.usage(ten.ID, "ai_tokens"); got != s.want {
+			t.Fatalf("after %s tokens (status %q): used %d, want %d", s.tokens, s.status, got, s.want)
+		}
+	}
+	if r := h.call(ten.APIKey, "POST", "/v1/complete", `{}`, "X-Test-Tokens", "1"); r.status != http.StatusTooManyRequests {
+		t.Fatalf("over the limit: %d %s", r.status, r.body)
+	}
+}
+
+func TestBodyAmountIsReserved(t *testing.T) {
+	h := newHarness(t, harnessOpts{configPath: "testdata/tollgate.yaml"})
+	ten := h.createTenant("small") // emails: 100
+
+	for _, s := range []struct {
+		body   string
+		status int
+		want   int64
+	}{
+		{`{"count":60}`, 201, 60},
+		{`{"count":50}`, 429, 60},  // 110 > 100
+		{`{"count":-1}`, 400, 60},  // negative
+		{`{"count":"x"}`, 400, 60}, // not a number
+		{`not json`, 400, 60},
+		{`{"count":40}`, 201, 100},
+	} {
+		r := h.call(ten.APIKey, "POST", "/v1/emails", s.body)
+		if r.status != s.status {
+			t.Fatalf("%s: status %d %s, want %d", s.body, r.status, r.body, s.status)
+		}
+		if got := h.usage(ten.ID, "emails"); got != s.want {
+			t.Fatalf("%s: used %d, want %d", s.body, got, s.want)
+		}
+	}
+}
+
+func TestGaugeDeleteDecrementsNeverBelowZero(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	free := h.createTenant("free")
+
+	steps := []struct {
+		method, path string
+		hdr          []string
+		status       int
+		want         int64
+	}{
+		{"DELETE", "/api/v1/agents/nope", nil, 204, 0}, // never below zero
+		{"POST", "/api/v1/agents", nil, 201, 1},
+		{"POST", "/api/v1/agents", nil, 402, 1},
+		{"DELETE", "/api/v1/agents/a1", []string{"X-Test-Status", "404"}, 404, 1}, // failed delete keeps the count
+		{"DELETE", "/api/v1/agents/a1", nil, 204, 0},
+		{"POST", "/api/v1/agents", nil, 201, 1},
+	}
+	for i, s := range steps {
+		r := h.call(free.APIKey, s.method, s.path, `{"name":"x"}`, s.hdr...)
+		if r.status != s.status {
+			t.Fatalf("step %d %s %s: %d %s, want %d", i, s.method, s.path, r.status, r.body, s.status)
+		}
+		if got := h.usage(free.ID, "agents"); got != s.want {
+			t.Fatalf("step %d: agents %d, want %d", i, got, s.want)
+		}
+	}
+}
+
+func TestUnknownTenant(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	for _, tc := range []struct {
+		name, key, code string
+	}{
+		{"no credential", "", "unauthorized"},
+		{"malformed key", "not-a-key", "unauthorized"},
+		{"unknown key", "tg_" + "0123456789abcdef0123456789abcdef01234567", "unknown_tenant"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			for _, path := range []string{"/api/v1/messages", "/api/v1/unmetered"} {
+				r := h.call(tc.key, "POST", path, `{"text":"x"}`)
+				if r.status != http.StatusUnauthorized {
+					t.Fatalf("%s: status %d %s, want 401", path, r.status, r.body)
+				}
+				var e struct{ Error, Message string }
+				if err := json.Unmarshal(r.body, &e); err != nil || e.Error != tc.code || e.Message == "" {
+					t.Fatalf("%s: body %s, want error %q with a message", path, r.body, tc.code)
+				}
+			}
+		})
+	}
+	if n := h.up.all.Load(); n != 0 {
+		t.Fatalf("upstream saw %d requests from unknown tenants", n)
+	}
+}
+
+func TestPlanChangeAppliesToNextRequest(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	ten := h.createTenant("free")
+	if r := h.call(ten.APIKey, "POST", "/api/v1/agents", `{}`); r.status != 201 {
+		t.Fatalf("first agent: %d", r.status)
+	}
+	if r := h.call(ten.APIKey, "POST", "/api/v1/agents", `{}`); r.status != 402 {
+		t.Fatalf("second agent on free: %d", r.status)
+	}
+	h.setPlan(ten.ID, "mini")
+	if r := h.call(ten.APIKey, "POST", "/api/v1/agents", `{}`); r.status != 201 {
+		t.Fatalf("second agent right after the upgrade: %d %s", r.status, r.body)
+	}
+	h.setPlan(ten.ID, "free")
+	r := h.call(ten.APIKey, "POST", "/api/v1/agents", `{}`)
+	if r.status != 402 {
+		t.Fatalf("agent after the downgrade: %d %s", r.status, r.body)
+	}
+	var e struct {
+		Plan           string
+		Current, Limit int64
+	}
+	if err := json.Unmarshal(r.body, &e); err != nil || e.Plan != "Free" || e.Current != 2 || e.Limit != 1 {
+		t.Fatalf("body %s after the downgrade", r.body)
+	}
+}
+
+func TestPeriodResetsAtBoundary(t *testing.T) {
+	var now atomic.Pointer[time.Time]
+	set := func(tm time.Time) { now.Store(&tm) }
+	set(time.Date(2026, 11, 30, 23, 59, 0, 0, time.UTC))
+	clock := func() time.Time { return *now.Load() }
+	h := newHarness(t, harnessOpts{configPath: "testdata/tollgate.yaml", clock: clock})
+	ten := h.createTenant("small")
+
+	for i := 0; i < 11; i++ {
+		h.call(ten.APIKey, "GET", "/v1/things", "")
+	}
+	if r := h.call(ten.APIKey, "GET", "/v1/things", ""); r.status != 429 {
+		t.Fatalf("before the boundary: %d", r.status)
+	}
+	set(time.Date(2026, 12, 1, 0, 0, 0, 0, time.UTC))
+	r := h.call(ten.APIKey, "GET", "/v1/things", "")
+	if r.status != 200 || r.header.Get("X-Quota-Remaining") != "9" {
+		t.Fatalf("after the boundary: %d remaining %q", r.status, r.header.Get("X-Quota-Remaining"))
+	}
+	// The old period's counter expires on its own.
+	ttl := h.rdb.TTL(context.Background(), "tg:{"+ten.ID+"}:m:api_calls:"+strconv.FormatInt(time.Date(2026, 11, 1, 0, 0, 0, 0, time.UTC).Unix(), 10)).Val()
+	if ttl <= 0 {
+		t.Fatalf("previous period's counter has no expiry (ttl %v)", ttl)
+	}
+}
+
+// TestUnmeteredRoutesMakeNoRedisCall counts the commands the quota store's
+// client sends while a warmed-up tenant uses unmetered routes.
+func TestUnmeteredRoutesMakeNoRedisCall(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	free := h.createTenant("free")
+	h.call(free.APIKey, "GET", "/api/v1/agents", "") // warms the tenant cache
+
+	var cmds atomic.Int64
+	h.proxies[0].rdb.AddHook(countHook{&cmds})
+	before := cmds.Load()
+	for i := 0; i < 50; i++ {
+		if r := h.call(free.APIKey, "GET", "/api/v1/agents", ""); r.status != 200 {
+			t.Fatalf("unmetered: %d", r.status)
+		}
+	}
+	if got := cmds.Load() - before; got != 0 {
+		t.Fatalf("50 unmetered requests sent %d Redis commands, want 0", got)
+	}
+	for i := 0; i < 10; i++ {
+		h.call(free.APIKey, "POST", "/api/v1/messages", `{"text":"x"}`)
+	}
+	if got := cmds.Load() - before; got != 10 {
+		t.Fatalf("10 metered requests sent %d Redis commands, want 10 (one round trip each)", got)
+	}
+}
+
+type countHook struct{ n *atomic.Int64 }
+
+func (c countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (c countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+func (c countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmds)
+	}
+}
+
+func TestFailModes(t *testing.T) {
+	// The quota store talks to a closed port: metered messages fail open,
+	// gauges fail closed.
+	h := newHarness(t, harnessOpts{quotaRedisURL: "redis://127.0.0.1:1/0", redisTimeout: 100 * time.Millisecond})
+	free := h.createTenant("free")
+
+	if r := h.call(free.APIKey, "POST", "/api/v1/messages", `{"text":"x"}`); r.status != http.StatusCreated {
+		t.Fatalf("metered with Redis down: %d %s, want the upstream's 201", r.status, r.body)
+	}
+	r := h.call(free.APIKey, "POST", "/api/v1/agents", `{}`)
+	if r.status != http.StatusServiceUnavailable {
+		t.Fatalf("gauge with Redis down: %d %s, want 503", r.status, r.body)
+	}
+	var e struct{ Error string }
+	if err := json.Unmarshal(r.body, &e); err != nil || e.Error != "quota_unavailable" {
+		t.Fatalf("503 body %s", r.body)
+	}
+	if got := h.up.count("POST", "/api/v1/agents"); got != 0 {
+		t.Fatalf("upstream saw %d agent creations while the gauge failed closed", got)
+	}
+}
+
+// concurrent fires n requests at once (spread over the proxy instances)
+// and returns how many got each status.
+func (h *harness) concurrent(n int, key, method, path, body string) map[int]int {
+	h.t.Helper()
+	var (
+		wg    sync.WaitGroup
+		mu    sync.Mutex
+		start = make(chan struct{})
+		codes = map[int]int{}
+		errs  atomic.Int64
+	)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			<-start
+			r, err := h.do(i%len(h.proxies), key, method, path, body)
+			if err != nil {
+				errs.Add(1)
+				return
+			}
+			mu.Lock()
+			codes[r.status]++
+			mu.Unlock()
+		}(i)
+	}
+	close(start)
+	wg.Wait()
+	if e := errs.Load(); e != 0 {
+		h.t.Fatalf("%d of %d requests failed at the transport", e, n)
+	}
+	return codes
+}
+
+func TestConcurrentLimits(t *testing.T) {
+	for _, instances := range []int{1, 4} {
+		t.Run(strconv.Itoa(instances)+"-instances", func(t *testing.T) {
+			// A generous Redis timeout: this test is about atomicity, and on
+			// two loaded cores with -race a 50 ms timeout would turn slow
+			// answers into fail-open admissions (TestFailModes covers those).
+			h := newHarness(t, harnessOpts{instances: instances, redisTimeout: 2 * time.Second})
+
+			pro := h.createTenant("pro") // 5 agents
+			codes := h.concurrent(500, pro.APIKey, "POST", "/api/v1/agents", `{"name":"x"}`)
+			if codes[201] != 5 || codes[402] != 495 {
+				t.Fatalf("500 concurrent agent creations: %v, want 5×201 and 495×402", codes)
+			}
+			if got := h.up.count("POST", "/api/v1/agents"); got != 5 {
+				t.Fatalf("upstream received %d agent creations, want 5", got)
+			}
+
+			free := h.createTenant("free") // 250 messages
+			codes = h.concurrent(2000, free.APIKey, "POST", "/api/v1/messages", `{"text":"x"}`)
+			if codes[201] != 250 || codes[429] != 1750 {
+				t.Fatalf("2000 concurrent messages: %v, want 250×201 and 1750×429", codes)
+			}
+			if got := h.up.count("POST", "/api/v1/messages"); got != 250 {
+				t.Fatalf("upstream received %d messages, want 250", got)
+			}
+			if got := h.usage(free.ID, "messages"); got != 250 {
+				t.Fatalf("messages counter %d, want 250", got)
+			}
+		})
+	}
+}
