@@ -1,0 +1,130 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	return ln.Addr().String()
+}
+
+func redisURL() string {
+	if u := os.Getenv("TOLLGATE_TEST_REDIS_URL"); u != "" {
+		return u
+	}
+	return "redis://127.0.0.1:6379/0"
+}
+
+// TestServeAnswersHealthzOnBothListeners runs the real command in-process:
+// demo upstream, proxy and API, then stops it with its context.
+func TestServeAnswersHealthzOnBothListeners(t *testing.T) {
+	demoAddr, proxyAddr, apiAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	t.Setenv("TOLLGATE_UPSTREAM_URL", "http://"+demoAddr)
+	t.Setenv("TOLLGATE_LISTEN", proxyAddr)
+	t.Setenv("TOLLGATE_API_LISTEN", apiAddr)
+	t.Setenv("TOLLGATE_REDIS_URL", redisURL())
+	t.Setenv("TOLLGATE_ADMIN_TOKEN", "t0ken")
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 2)
+	go func() { done <- run(ctx, []string{"demo", "--listen", demoAddr}, io.Discard, io.Discard) }()
+	go func() {
+		done <- run(ctx, []string{"serve", "--config", "../../examples/pingback/tollgate.yaml"}, io.Discard, io.Discard)
+	}()
+
+	for _, addr := range []string{proxyAddr, apiAddr, demoAddr} {
+		waitHealthy(t, "http://"+addr+"/healthz")
+	}
+
+	// The API's admin routes are mounted and guarded.
+	resp, err := http.Post("http://"+apiAddr+"/admin/v1/tenants", "application/json", strings.NewReader(`{"name":"x","plan":"free"}`))
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("admin without token: %d, want 401", resp.StatusCode)
+	}
+
+	cancel()
+	for i := 0; i < 2; i++ {
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("command returned %v after shutdown", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("commands did not stop within 15 s of cancellation")
+		}
+	}
+}
+
+func waitHealthy(t *testing.T, url string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		resp, err := http.Get(url)
+		if err == nil {
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && bytes.Contains(b, []byte(`"ok"`)) {
+				return
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s not healthy after 10 s (last error %v)", url, err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func TestInvalidConfigFailsNamingFileAndKey(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "broken.yaml")
+	cfg := `upstream: {url: http://127.0.0.1:9000}
+tenant: {source: api_key}
+features:
+  messages: {kind: metered, grace: 0.5}
+plans:
+  - {slug: free, name: Free, price: {amount: 0, currency: USD}, limits: {messages: 10}}
+routes: []
+`
+	if err := os.WriteFile(path, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var stderr bytes.Buffer
+	err := run(context.Background(), []string{"serve", "--config", path}, io.Discard, &stderr)
+	if err == nil {
+		t.Fatal("serve accepted a grace below 1")
+	}
+	for _, want := range []string{"broken.yaml", "features.messages.grace"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("error %q does not name %q", err, want)
+		}
+	}
+}
+
+func TestUnknownCommand(t *testing.T) {
+	var stderr bytes.Buffer
+	if err := run(context.Background(), []string{"frobnicate"}, io.Discard, &stderr); err == nil {
+		t.Fatal("unknown command accepted")
+	}
+	if !strings.Contains(stderr.String(), "usage: tollgate") {
+		t.Fatalf("no usage printed: %q", stderr.String())
+	}
+}
