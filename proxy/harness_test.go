@@ -2,6 +2,8 @@ package proxy_test
 
 import (
 	"bytes"
+	"crypto/rand"
+	"encoding/hex"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -279,12 +281,22 @@ func (h *harness) createTenant(plan string) testTenant {
 	return tt
 }
 
-func (h *harness) deleteTenantKeys(id string) {
+func (h *harness) deleteTenantKeys(id string) { deleteTenantKeys(h.rdb, id) }
+
+func deleteTenantKeys(rdb *redis.Client, id string) {
 	ctx := context.Background()
-	iter := h.rdb.Scan(ctx, 0, "tg:{"+id+"}:*", 100).Iterator()
+	iter := rdb.Scan(ctx, 0, "tg:{"+id+"}:*", 100).Iterator()
 	for iter.Next(ctx) {
-		h.rdb.Del(ctx, iter.Val())
+		rdb.Del(ctx, iter.Val())
 	}
+}
+
+func randomSuffix(t testing.TB) string {
+	var b [6]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		t.Fatal(err)
+	}
+	return hex.EncodeToString(b[:])
 }
 
 func (h *harness) setPlan(id, plan string) {
