@@ -3,6 +3,7 @@
 //	tollgate serve --config tollgate.yaml   proxy + admin API
 //	tollgate demo  --listen 127.0.0.1:9000  the demo chat-product upstream
 //	tollgate check --config tollgate.yaml   validate a configuration and exit
+//	tollgate migrate [--database URL]       apply the billing database migrations
 package main
 
 import (
@@ -24,6 +25,7 @@ const usage = `usage: tollgate <command> [flags]
 commands:
   serve   --config FILE    run the proxy and the API
   check   --config FILE    validate a configuration file and exit
+  migrate --database URL   apply the billing database migrations (default $TOLLGATE_DATABASE_URL)
   demo    --listen ADDR    run the demo upstream (a small chat-product API)
   version                  print the version
 `
@@ -63,6 +65,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return check(*path, stdout)
+	case "migrate":
+		fs := flag.NewFlagSet("migrate", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		dbURL := fs.String("database", os.Getenv("TOLLGATE_DATABASE_URL"), "PostgreSQL URL")
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		return migrate(ctx, *dbURL, stdout)
 	case "demo":
 		fs := flag.NewFlagSet("demo", flag.ContinueOnError)
 		fs.SetOutput(stderr)

@@ -1,8 +1,11 @@
 package main
 
 import (
+	"fmt"
+
 	"bytes"
 	"context"
+	"github.com/tollgate/tollgate/billing"
 	"io"
 	"net"
 	"net/http"
@@ -126,5 +129,42 @@ func TestUnknownCommand(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "usage: tollgate") {
 		t.Fatalf("no usage printed: %q", stderr.String())
+	}
+}
+
+func TestMigrateIsIdempotent(t *testing.T) {
+	base := os.Getenv("TOLLGATE_TEST_DATABASE_URL")
+	if base == "" {
+		base = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
+	}
+	ctx := context.Background()
+	pool, err := billing.Connect(ctx, base)
+	if err != nil {
+		t.Fatalf("PostgreSQL at %s is required for this test (run scripts/services.sh): %v", base, err)
+	}
+	defer pool.Close()
+	schema := fmt.Sprintf("tg_test_migrate_%d", time.Now().UnixNano())
+	if _, err := pool.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
+		t.Fatal(err)
+	}
+	defer pool.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
+
+	url := base + "&search_path=" + schema
+	var out bytes.Buffer
+	if err := run(ctx, []string{"migrate", "--database", url}, &out, io.Discard); err != nil {
+		t.Fatalf("first migrate: %v", err)
+	}
+	if !strings.Contains(out.String(), "applied 0001_core") {
+		t.Fatalf("first migrate printed %q", out.String())
+	}
+	out.Reset()
+	if err := run(ctx, []string{"migrate", "--database", url}, &out, io.Discard); err != nil {
+		t.Fatalf("second migrate: %v", err)
+	}
+	if strings.TrimSpace(out.String()) != "schema up to date" {
+		t.Fatalf("second migrate printed %q", out.String())
+	}
+	if err := run(ctx, []string{"migrate", "--database", ""}, io.Discard, io.Discard); err == nil {
+		t.Fatal("migrate without a database URL succeeded")
 	}
 }
