@@ -1,11 +1,9 @@
 package main
 
 import (
-	"fmt"
-
 	"bytes"
 	"context"
-	"github.com/tollgate/tollgate/billing"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +12,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tollgate/tollgate/billing"
 )
 
 func freeAddr(t *testing.T) string {
