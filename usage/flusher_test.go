@@ -1,0 +1,116 @@
+package usage_test
+
+import (
+	"errors"
+	"testing"
+
+	"github.com/tollgate/tollgate/usage"
+)
+
+func TestFlusherDeliversAbsoluteSnapshots(t *testing.T) {
+	cfg := testConfig(t)
+	for _, mode := range []string{"multi", "script"} {
+		t.Run(mode, func(t *testing.T) {
+			rdb := sharedRedis(t)
+			store, _ := newBilling(t, cfg)
+			epochKey, _ := newEpoch(t, rdb, store)
+			prefix := tenantPrefix(t, rdb)
+			opts := []usage.FlusherOption{usage.WithEpochKey(epochKey), usage.WithSweepTenants(prefix + "*")}
+			if mode == "script" {
+				opts = append(opts, usage.WithScriptRead())
+			}
+			f := usage.NewFlusher(rdb, usage.StoreSink{Store: store}, opts...)
+			ctx := testCtx(t)
+
+			tid := prefix + "-a"
+			start, _ := thisMonth()
+			msgKey, agentKey := meteredKey(tid, "messages", start), "tg:{"+tid+"}:g:agents"
+			rdb.IncrBy(ctx, msgKey, 5)
+			rdb.Set(ctx, agentKey, 2, 0)
+			rdb.Set(ctx, msgKey+":d:batch-1", 1, 0) // a quota reconcile marker: not a counter
+
+			if err := f.Flush(ctx); err != nil { // the first flush sweeps
+				t.Fatal(err)
+			}
+			if m, a := totals(t, store, tid); m != 5 || a != 2 {
+				t.Fatalf("after the first flush: messages %d agents %d, want 5 and 2", m, a)
+			}
+			for i, step := range []struct {
+				incr, agents, want int64
+			}{{3, 1, 8}, {0, 1, 8}, {10, 0, 18}} {
+				rdb.IncrBy(ctx, msgKey, step.incr)
+				rdb.Set(ctx, agentKey, step.agents, 0)
+				f.Touch(msgKey)
+				f.Touch(agentKey)
+				if err := f.Flush(ctx); err != nil {
+					t.Fatal(err)
+				}
+				if m, a := totals(t, store, tid); m != step.want || a != step.agents {
+					t.Fatalf("step %d: messages %d agents %d, want %d and %d", i, m, a, step.want, step.agents)
+				}
+			}
+			if err := f.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+		})
+	}
+}
+
+func TestFlusherHoldsBackWithoutEpochAndAfterARestore(t *testing.T) {
+	cfg := testConfig(t)
+	rdb := sharedRedis(t)
+	store, _ := newBilling(t, cfg)
+	epochKey, e1 := newEpoch(t, rdb, store)
+	prefix := tenantPrefix(t, rdb)
+	ctx := testCtx(t)
+	f := usage.NewFlusher(rdb, usage.StoreSink{Store: store},
+		usage.WithEpochKey(epochKey), usage.WithSweepTenants(prefix+"*"))
+
+	tid := prefix + "-b"
+	start, _ := thisMonth()
+	key := meteredKey(tid, "messages", start)
+	rdb.IncrBy(ctx, key, 4)
+
+	// No epoch (a wiped Redis): nothing may reach billing.
+	rdb.Del(ctx, epochKey)
+	if err := f.Flush(ctx); err == nil {
+		t.Fatal("flush without an epoch succeeded")
+	}
+	if m, _ := totals(t, store, tid); m != 0 {
+		t.Fatalf("billing got %d while Redis had no epoch", m)
+	}
+	rdb.Set(ctx, epochKey, e1, 0)
+	if err := f.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := totals(t, store, tid); m != 4 {
+		t.Fatalf("messages %d, want 4", m)
+	}
+
+	// Billing moved to a new epoch that this Redis does not carry: the
+	// batch is refused and everything read under the old epoch dropped.
+	if err := store.CompleteEpoch(ctx, e1); err != nil {
+		t.Fatal(err)
+	}
+	e2, err := store.BeginEpoch(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	rdb.IncrBy(ctx, key, 1)
+	f.Touch(key)
+	if err := f.Flush(ctx); !errors.Is(err, usage.ErrStaleEpoch) {
+		t.Fatalf("flush under a stale epoch: err = %v, want ErrStaleEpoch", err)
+	}
+	if m, _ := totals(t, store, tid); m != 4 {
+		t.Fatalf("a stale batch changed billing to %d", m)
+	}
+	// Once Redis carries the new epoch, a sweep re-reads every counter,
+	// including the dropped one.
+	rdb.Set(ctx, epochKey, e2, 0)
+	if err := f.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m, _ := totals(t, store, tid); m != 5 {
+		t.Fatalf("messages %d after the new epoch, want 5", m)
+	}
+}

@@ -1,0 +1,196 @@
+package usage_test
+
+import (
+	"context"
+	"sync"
+	"testing"
+
+	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/tenant"
+	"github.com/tollgate/tollgate/usage"
+)
+
+// Redis restarted empty: the next requests see the right plan, the keys
+// and this period's counts, and at-limit stays at-limit.
+func TestRestoreAfterRedisWipe(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	rdb := privateRedis(t)
+	store, _ := newBilling(t, cfg)
+	ctx := testCtx(t)
+	qs := quota.New(rdb, cfg)
+	defer qs.Close()
+	r := usage.NewRestorer(rdb, store, qs, cfg)
+
+	tn, apiKey, err := store.CreateTenant(ctx, "Acme", "free")
+	if err != nil {
+		t.Fatal(err)
+	}
+	payg, _, err := store.CreateTenant(ctx, "Walk-in", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	// A fresh Redis is populated from PostgreSQL.
+	restored, e1, err := r.RestoreIfNeeded(ctx)
+	if err != nil || !restored {
+		t.Fatalf("first restore: restored=%v err=%v", restored, err)
+	}
+	checkTenant(t, rdb.Get(ctx, "tg:apikey:"+tenant.HashKey(apiKey)).Val(), tn.ID, qs, "free")
+	checkTenant(t, payg.ID, payg.ID, qs, "free") // pay-as-you-go: the default plan
+
+	// Drive the tenant to its limits and flush.
+	msgs, agents := cfg.FeatureByName["messages"], cfg.FeatureByName["agents"]
+	f := usage.NewFlusher(rdb, usage.StoreSink{Store: store})
+	for i := range 6 {
+		d := reserve(t, qs, tn.ID, msgs, 1)
+		want := quota.Admitted
+		if i == 5 {
+			want = quota.OverLimit
+		}
+		if d.Outcome != want {
+			t.Fatalf("message %d: %v, want %v", i+1, d.Outcome, want)
+		}
+		f.Touch(d.CounterKey())
+	}
+	ag := reserve(t, qs, tn.ID, agents, 1)
+	f.Touch(ag.CounterKey())
+	if err := f.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m, a := totals(t, store, tn.ID); m != 5 || a != 1 {
+		t.Fatalf("flushed messages %d agents %d, want 5 and 1", m, a)
+	}
+
+	// Wipe. Nothing is flushed while Redis has no epoch.
+	if err := rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Flush(ctx); err == nil {
+		t.Fatal("flush of a wiped Redis succeeded")
+	}
+	// A count landing before the restore (pushed by quota's reconcile
+	// after failing open) must be kept, not overwritten.
+	start, _ := thisMonth()
+	rdb.IncrBy(ctx, meteredKey(tn.ID, "messages", start), 2)
+
+	// Two restorers at once: one restores, the other finds it done or
+	// locked.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var epochs []int64
+	for range 2 {
+		wg.Go(func() {
+			other := usage.NewRestorer(rdb, store, qs, cfg)
+			ok, e, err := other.RestoreIfNeeded(ctx)
+			if err != nil {
+				t.Errorf("restore: %v", err)
+			}
+			if ok {
+				mu.Lock()
+				epochs = append(epochs, e)
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	if len(epochs) > 1 {
+		t.Fatalf("restored %d times concurrently", len(epochs))
+	}
+	if len(epochs) == 0 { // the loser may have run before the winner took the lock: retry once
+		if ok, e, err := r.RestoreIfNeeded(ctx); err != nil || !ok {
+			t.Fatalf("restore: %v %v", ok, err)
+		} else {
+			epochs = append(epochs, e)
+		}
+	}
+	if epochs[0] <= e1 {
+		t.Fatalf("restored under epoch %d, not after %d", epochs[0], e1)
+	}
+	checkTenant(t, rdb.Get(ctx, "tg:apikey:"+tenant.HashKey(apiKey)).Val(), tn.ID, qs, "free")
+	if n := usageOf(t, qs, tn.ID, msgs); n != 7 {
+		t.Fatalf("messages after restore %d, want 5 restored + 2 landed meanwhile", n)
+	}
+	if d := reserve(t, qs, tn.ID, msgs, 1); d.Outcome != quota.OverLimit || d.Current != 7 || d.Limit != 5 {
+		t.Fatalf("message after restore: %+v, want still over the limit", d)
+	}
+	if d := reserve(t, qs, tn.ID, agents, 1); d.Outcome != quota.OverLimit || d.Current != 1 {
+		t.Fatalf("agent after restore: %+v, want still at the limit", d)
+	}
+
+	// Losing only tg:epoch (a restore whose last step failed) must not
+	// add the counts a second time.
+	rdb.Del(ctx, usage.EpochKey)
+	if ok, _, err := r.RestoreIfNeeded(ctx); err != nil || !ok {
+		t.Fatalf("re-restore: %v %v", ok, err)
+	}
+	if n := usageOf(t, qs, tn.ID, msgs); n != 7 {
+		t.Fatalf("messages after a repeated restore %d, want 7", n)
+	}
+
+	// The flusher picks up the new epoch and billing converges to Redis.
+	if err := f.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if m, a := totals(t, store, tn.ID); m != 7 || a != 1 {
+		t.Fatalf("billing after restore: messages %d agents %d, want 7 and 1", m, a)
+	}
+}
+
+func TestRestorerRunRestoresWithinTheLoop(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	rdb := privateRedis(t)
+	store, _ := newBilling(t, cfg)
+	ctx := testCtx(t)
+	qs := quota.New(rdb, cfg)
+	defer qs.Close()
+	tn, _, err := store.CreateTenant(ctx, "Loop", "pro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() {
+		done <- usage.NewRestorer(rdb, store, qs, cfg, usage.WithCheckInterval(20_000_000)).Run(runCtx)
+	}()
+	eventually(t, 5e9, "the restore", func() bool { return rdb.Exists(ctx, usage.EpochKey).Val() == 1 })
+	rdb.FlushAll(ctx)
+	eventually(t, 5e9, "the second restore", func() bool { return rdb.Get(ctx, usage.EpochKey).Val() == "2" })
+	stop()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	checkTenant(t, tn.ID, tn.ID, qs, "pro")
+}
+
+func reserve(t *testing.T, qs *quota.Store, tid string, f *config.Feature, n int64) quota.Decision {
+	t.Helper()
+	var d quota.Decision
+	m := &config.Meter{Feature: f, Source: config.AmountFixed, Amount: n}
+	if err := qs.Reserve(testCtx(t), &quota.Check{TenantID: tid, Meter: m, Amount: n}, &d); err != nil {
+		t.Fatalf("reserve: %v", err)
+	}
+	return d
+}
+
+func usageOf(t *testing.T, qs *quota.Store, tid string, f *config.Feature) int64 {
+	t.Helper()
+	n, err := qs.Usage(testCtx(t), tid, f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+func checkTenant(t *testing.T, got, want string, qs *quota.Store, plan string) {
+	t.Helper()
+	if got != want {
+		t.Fatalf("tenant %q, want %q", got, want)
+	}
+	ent, ok, err := qs.GetEntitlement(testCtx(t), want)
+	if err != nil || !ok || ent["plan"] != plan || ent["status"] != "active" {
+		t.Fatalf("entitlement of %s = %v (ok=%v, err=%v), want plan %s", want, ent, ok, err, plan)
+	}
+}
