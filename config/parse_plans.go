@@ -48,7 +48,7 @@ func (p *parser) feature(f *Feature, n *yaml.Node, key string) bool {
 	if !p.isMapping(n, key, "a mapping with at least a kind") {
 		return false
 	}
-	o := p.object(n, key, "kind", "warning", "grace", "fail", "error", "message")
+	o := p.object(n, key, "kind", "warning", "grace", "fail", "mode", "error", "message")
 	const kindExpect = "one of metered, gauge, flag"
 	kind, ok := p.str(o.get("kind"), join(key, "kind"), kindExpect)
 	switch {
@@ -100,6 +100,19 @@ func (p *parser) feature(f *Feature, n *yaml.Node, key string) bool {
 			f.FailMode = FailClosed
 		default:
 			p.add(join(key, "fail"), "expected %s, got %s", failExpect, quote(s))
+		}
+	}
+
+	f.Mode = ModeExact
+	const modeExpect = "exact or lease"
+	if s, ok := p.str(o.get("mode"), join(key, "mode"), modeExpect); ok {
+		switch {
+		case s != "exact" && s != "lease":
+			p.add(join(key, "mode"), "expected %s, got %s", modeExpect, quote(s))
+		case s == "lease" && f.Kind != Metered && f.Kind != 0:
+			p.add(join(key, "mode"), "lease is only allowed for metered features, not %s", f.Kind)
+		case s == "lease":
+			f.Mode = ModeLease
 		}
 	}
 

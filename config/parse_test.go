@@ -86,14 +86,15 @@ func TestParseFull(t *testing.T) {
 		t.Fatalf("features in order = %v, want %v", names, want)
 	}
 	msg, tok, seats, export := c.Features[0], c.Features[1], c.Features[2], c.Features[3]
-	if msg.Warning != 0.9 || msg.Grace != 1.1 || msg.FailMode != FailOpen || msg.ErrorCode != "limit_exceeded" {
+	if msg.Warning != 0.9 || msg.Grace != 1.1 || msg.FailMode != FailOpen || msg.ErrorCode != "limit_exceeded" ||
+		msg.Mode != ModeLease {
 		t.Errorf("messages = %+v", msg)
 	}
-	if tok.FailMode != FailClosed || tok.Warning != 0.8 || tok.Grace != 1 ||
+	if tok.FailMode != FailClosed || tok.Warning != 0.8 || tok.Grace != 1 || tok.Mode != ModeExact ||
 		tok.Message != "Monthly {feature} limit of {limit} reached. Upgrade your plan." {
 		t.Errorf("ai_tokens = %+v", tok)
 	}
-	if seats.FailMode != FailOpen || seats.Message != "Upgrade to add more {feature}. Current plan allows {limit} {feature}." {
+	if seats.FailMode != FailOpen || seats.Mode != ModeExact || seats.Message != "Upgrade to add more {feature}. Current plan allows {limit} {feature}." {
 		t.Errorf("seats = %+v", seats)
 	}
 	if export.ErrorCode != "feature_not_available" || export.FailMode != FailClosed ||

@@ -22,6 +22,7 @@ type Config struct {
 	Database Database
 	Admin    Admin
 	Tenant   TenantIdentification
+	Account  Account // the tenant billing API (types_account.go)
 
 	// Features in declaration order; FeatureByName indexes the same values.
 	Features      []*Feature
@@ -162,6 +163,28 @@ func (m FailMode) String() string {
 	return "unknown"
 }
 
+// QuotaMode is how a metered feature's limit is enforced.
+type QuotaMode uint8
+
+const (
+	// ModeExact reserves every request in Redis with one script call.
+	ModeExact QuotaMode = iota + 1
+	// ModeLease leases chunks of quota per instance and admits from them
+	// locally; it never admits past the limit but costs far fewer Redis
+	// calls. Metered features only.
+	ModeLease
+)
+
+func (m QuotaMode) String() string {
+	switch m {
+	case ModeExact:
+		return "exact"
+	case ModeLease:
+		return "lease"
+	}
+	return "unknown"
+}
+
 // Feature is one thing a plan meters or enables.
 type Feature struct {
 	Name string
@@ -179,6 +202,11 @@ type Feature struct {
 	Grace float64
 	// FailMode defaults to open for metered, closed for gauges and flags.
 	FailMode FailMode
+	// Mode is how a metered feature is enforced: ModeExact (default, one
+	// Redis call per request) or ModeLease (instances lease chunks of quota
+	// and admit locally). Always ModeExact for gauges and flags; the zero
+	// value (configurations built in code) means ModeExact.
+	Mode QuotaMode
 
 	// ErrorCode is the error a request gets when the feature stops it:
 	// "limit_exceeded" for metered and gauges, "feature_locked" (default) or

@@ -65,6 +65,10 @@ func (c *Config) validateFeatures(p *problems) {
 			p.add(join(key, "fail"), "unknown fail mode %d", f.FailMode)
 		case f.Message == "":
 			p.add(join(key, "message"), "empty message")
+		case f.Mode > ModeLease: // 0 (set in code, not parsed) means exact
+			p.add(join(key, "mode"), "unknown quota mode %d", f.Mode)
+		case f.Mode == ModeLease && f.Kind != Metered:
+			p.add(join(key, "mode"), "lease is only allowed for metered features, not %s", f.Kind)
 		}
 		if f.Kind != Flag && (math.IsNaN(f.Grace) || f.Grace < 1 || !(f.Warning > 0 && f.Warning <= f.Grace)) {
 			p.add(key, "expected 0 < warning <= grace and grace >= 1, got warning %v, grace %v", f.Warning, f.Grace)

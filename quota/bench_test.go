@@ -5,6 +5,8 @@ import (
 	"testing"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/tollgate/tollgate/config"
 )
 
 func BenchmarkReserve(b *testing.B) {
@@ -31,4 +33,46 @@ func BenchmarkWriteHeaders(b *testing.B) {
 	for b.Loop() {
 		d.WriteHeaders(&h)
 	}
+}
+
+// BenchmarkReserveLease is BenchmarkReserve with the feature in lease mode:
+// most requests are decided from the local lease without a Redis call.
+func BenchmarkReserveLease(b *testing.B) {
+	rdb := testClient(b)
+	tc := newTestConfig()
+	tc.messages.Mode = config.ModeLease
+	s := newStore(b, rdb, tc.Config)
+	id := newTenant(b, s, rdb, tc.PlanBySlug["pro"], 0, nil)
+	c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
+	ctx := context.Background()
+	var d Decision
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := s.Reserve(ctx, c, &d); err != nil || d.Outcome != Admitted {
+			b.Fatalf("Reserve: %v %v", d.Outcome, err)
+		}
+		s.Commit(ctx, &d, 1)
+	}
+}
+
+// BenchmarkReserveLeaseParallel measures the local path under contention
+// from all CPUs on one tenant.
+func BenchmarkReserveLeaseParallel(b *testing.B) {
+	rdb := testClient(b)
+	tc := newTestConfig()
+	tc.messages.Mode = config.ModeLease
+	s := newStore(b, rdb, tc.Config)
+	id := newTenant(b, s, rdb, tc.PlanBySlug["pro"], 0, nil)
+	c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		ctx := context.Background()
+		var d Decision
+		for pb.Next() {
+			if err := s.Reserve(ctx, c, &d); err != nil || d.Outcome != Admitted {
+				b.Errorf("Reserve: %v %v", d.Outcome, err)
+				return
+			}
+		}
+	})
 }

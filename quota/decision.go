@@ -65,6 +65,8 @@ type Decision struct {
 	// so Release and Commit need no period or key recomputation.
 	key  string
 	mode mode
+	// lease is the lease-mode state the units came from; nil in exact mode.
+	lease *leaseState
 }
 
 // mode is how a request uses its counter; the values are the script's.

@@ -132,6 +132,9 @@ func (s *Store) DeleteTenant(ctx context.Context, tenantID string) error {
 		switch f.Kind {
 		case config.Metered:
 			keys = append(keys, counterKey(tenantID, fi, start.Unix()), counterKey(tenantID, fi, prevStart.Unix()))
+			if fi.lease {
+				keys = append(keys, leaseKey(tenantID, fi, start.Unix()), leaseKey(tenantID, fi, prevStart.Unix()))
+			}
 		case config.Gauge:
 			keys = append(keys, counterKey(tenantID, fi, 0))
 		}
@@ -141,6 +144,7 @@ func (s *Store) DeleteTenant(ctx context.Context, tenantID string) error {
 	}
 	s.anchors.Delete(tenantID)
 	s.dropPending(tenantPrefix(tenantID) + ":")
+	s.dropLeases(tenantID)
 	return nil
 }
 

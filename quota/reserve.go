@@ -43,6 +43,12 @@ var errAnchorUnstable = errors.New("tenant anchor keeps changing")
 // gauge with a negative amount (delete) reserves nothing; Commit decrements
 // after the upstream's 2xx.
 //
+// A metered feature in lease mode (config.ModeLease) is decided from this
+// instance's lease: no Redis call while the lease holds units, one call to
+// renew it when it runs short or gets stale (see lease.go). Decisions have
+// the same meaning; Current is an estimate that counts other instances'
+// leases as used.
+//
 // On a Redis error or timeout d.Outcome follows the meter feature's
 // FailMode (flags-only checks use the first flag's) and the error is
 // returned for logging; d is always filled. ctx and the client's own
@@ -70,6 +76,10 @@ func (s *Store) Reserve(ctx context.Context, c *Check, d *Decision) error {
 			m = modeReserve
 			amount = max(amount, 0)
 		}
+	}
+
+	if fi != nil && fi.lease && (m == modeResponse || (m == modeReserve && amount > 0)) {
+		return s.reserveLease(ctx, c, d, fi, m, amount)
 	}
 
 	ent := entKey(c.TenantID)

@@ -19,10 +19,19 @@ func (s *Store) Release(ctx context.Context, d *Decision) {
 	}
 	n := d.Reserved
 	d.Reserved = 0
+	if ls := d.lease; ls != nil && !ls.retired.Load() {
+		// Back into the lease, for this instance's next requests; the
+		// next report subtracts it if it was already counted.
+		ls.giveBack(n)
+		return
+	}
 	s.adjust(ctx, d, -n)
 }
 
-// Commit settles a forwarded request that got a 2xx.
+// Commit settles a forwarded request that got a 2xx. Lease mode behaves
+// the same from the outside: reserved units were counted by Reserve (in the
+// lease; reported with the next lease call or flush) and Release gives
+// them back to the lease.
 //
 //   - AmountResponseHeader: amount is charged now. The request was admitted
 //     while usage was below the ceiling, so this one request may take usage
@@ -45,7 +54,7 @@ func (s *Store) Commit(ctx context.Context, d *Decision, amount int64) {
 		switch d.mode {
 		case modeResponse:
 			if amount > 0 {
-				s.adjust(ctx, d, amount)
+				s.chargeResponse(ctx, d, amount)
 			}
 		case modeDelete:
 			if amount > 0 {
@@ -54,6 +63,33 @@ func (s *Store) Commit(ctx context.Context, d *Decision, amount int64) {
 			s.adjust(ctx, d, amount)
 		}
 	}
+}
+
+// chargeResponse charges an amount known only after the upstream answered.
+// In lease mode it comes out of the lease as far as the lease reaches
+// (reported with the next lease call); the rest, and everything in exact
+// mode, is added to the counter now, so other instances see the overshoot
+// at once.
+func (s *Store) chargeResponse(ctx context.Context, d *Decision, amount int64) {
+	if ls := d.lease; ls != nil && !ls.retired.Load() {
+		for range 64 {
+			a := ls.avail.Load()
+			n := min(a, amount)
+			if n <= 0 {
+				break
+			}
+			if ls.avail.CompareAndSwap(a, a-n) {
+				ls.used.Add(n)
+				ls.taken.Add(n)
+				amount -= n
+				break
+			}
+		}
+		if amount == 0 {
+			return
+		}
+	}
+	s.adjust(ctx, d, amount)
 }
 
 // adjust applies delta to d's counter now, or keeps it for reconcile when

@@ -7,6 +7,7 @@ package quota
 import (
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -41,6 +42,17 @@ type Store struct {
 
 	reconcileMu      sync.Mutex
 	reconcileFailing bool
+
+	// Lease mode (see lease.go): this instance's leases, the flush interval,
+	// how long a lease is used locally and how long Redis keeps it.
+	leases     leaseTable
+	leaseSeq   atomic.Uint64
+	leaseTTL   time.Duration
+	leaseEvery time.Duration
+	leaseValid time.Duration
+	flagFields []any // every configured flag's field, in lease replies' order
+	flagPos    []int // Feature.Index → position in flagFields, -1 for non-flags
+	leaseDone  chan struct{}
 
 	interval  time.Duration
 	stop      chan struct{}
@@ -78,15 +90,16 @@ func New(rdb redis.UniversalClient, cfg *config.Config, opts ...Option) *Store {
 		cfg = &config.Config{}
 	}
 	s := &Store{
-		rdb:      rdb,
-		cfg:      cfg,
-		now:      time.Now,
-		log:      zap.NewNop(),
-		pending:  make(map[string]*pendingCount),
-		id:       newInstanceID(),
-		interval: cfg.Redis.ReconcileInterval,
-		stop:     make(chan struct{}),
-		done:     make(chan struct{}),
+		rdb:       rdb,
+		cfg:       cfg,
+		now:       time.Now,
+		log:       zap.NewNop(),
+		pending:   make(map[string]*pendingCount),
+		id:        newInstanceID(),
+		interval:  cfg.Redis.ReconcileInterval,
+		stop:      make(chan struct{}),
+		done:      make(chan struct{}),
+		leaseDone: make(chan struct{}),
 	}
 	if s.interval <= 0 {
 		s.interval = defaultReconcileInterval
@@ -100,18 +113,23 @@ func New(rdb redis.UniversalClient, cfg *config.Config, opts ...Option) *Store {
 			s.feats[i] = newFeatureInfo(f)
 		}
 	}
+	s.setLeaseTimings()
+	s.initLeaseFlags()
 	go s.loop()
+	go s.leaseLoop()
 	return s
 }
 
-// Close stops the background loop after a final attempt to push counts
-// kept locally while Redis was unreachable. It does not close rdb.
+// Close stops the background loops after giving back every lease (and
+// reporting its usage) and a final attempt to push counts kept locally
+// while Redis was unreachable. It does not close rdb.
 func (s *Store) Close() error {
 	var err error
 	s.closeOnce.Do(func() {
 		close(s.stop)
 		<-s.done
-		err = s.finalReconcile()
+		<-s.leaseDone
+		err = errors.Join(s.finalLeases(), s.finalReconcile())
 	})
 	return err
 }
@@ -123,6 +141,7 @@ type featureInfo struct {
 	flagField  any    // "f:<name>", boxed once
 	grace      any    // Grace as the script reads it, boxed once
 	kindTag    string // ":m:<name>:" (metered, period follows) or ":g:<name>"
+	lease      bool   // metered in lease mode
 }
 
 func newFeatureInfo(f *config.Feature) *featureInfo {
@@ -140,6 +159,7 @@ func newFeatureInfo(f *config.Feature) *featureInfo {
 	}
 	if f.Kind == config.Metered {
 		fi.kindTag = ":m:" + f.Name + ":"
+		fi.lease = f.Mode == config.ModeLease
 	} else {
 		fi.kindTag = ":g:" + f.Name
 	}
@@ -167,14 +187,7 @@ func tenantPrefix(tenantID string) string { return "tg:{" + tenantID + "}" }
 // built with a single allocation.
 func counterKey(tenantID string, fi *featureInfo, periodStart int64) string {
 	var buf [128]byte
-	b := append(buf[:0], "tg:{"...)
-	b = append(b, tenantID...)
-	b = append(b, '}')
-	b = append(b, fi.kindTag...)
-	if fi.f.Kind == config.Metered {
-		b = strconv.AppendInt(b, periodStart, 10)
-	}
-	return string(b)
+	return string(appendCounterKey(buf[:0], tenantID, fi, periodStart))
 }
 
 // anchorOf returns the cached anchor of a tenant, boxed; a miss is 0 and
