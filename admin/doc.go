@@ -1,0 +1,48 @@
+// Package admin serves the operator API on the API listener. PostgreSQL
+// (package billing) is the source of truth: every change is committed there
+// first, with an audit row, and then written through to Redis in the same
+// request (entitlements built from the plan row, API key hashes), so the
+// proxies enforce it on the next request. When Redis fails after the commit
+// the change is kept, the caller gets 503 store_unavailable saying so, and
+// Run writes the tenant through once Redis answers again.
+//
+// Every call needs "Authorization: Bearer <admin token>". Errors are
+// {"error","message"}.
+//
+//	POST   /admin/v1/tenants {"name","plan"}            201 {"id","plan","api_key"}
+//	GET    /admin/v1/tenants?limit=&after=              200 {"tenants":[…],"next":cursor|null}
+//	GET    /admin/v1/tenants/{id}                       200 {"id","name","plan","status","created_at","subscription"}
+//	PUT    /admin/v1/tenants/{id}/plan {"plan"}         200 {"id","plan"}
+//	POST   /admin/v1/tenants/{id}/keys                  201 {"id","api_key","prefix","created_at"}
+//	GET    /admin/v1/tenants/{id}/keys                  200 {"keys":[…]} (no secrets)
+//	DELETE /admin/v1/tenants/{id}/keys/{key_id}         200 the revoked key
+//	PUT    /admin/v1/tenants/{id}/gauges/{feature} {"count"}  200 {"feature","count"}
+//	POST   /admin/v1/tenants/{id}/balance/credits {"amount_minor","currency","note"}  201 (200 on a retry)
+//	PUT    /admin/v1/tenants/{id}/subscription {"plan","status","period_start","period_end","cancel_at_period_end"}  200
+//	DELETE /admin/v1/tenants/{id}/subscription/cooldown 200 the subscription
+//	GET    /admin/v1/audit?tenant_id=&limit=            200 {"entries":[…]} newest first
+//
+// A tenant's "status" is its live subscription's, "canceled" when only
+// canceled ones remain, "none" when it never subscribed; "plan" is null
+// without a live subscription.
+//
+// Credits are idempotent: the note identifies a credit within the tenant's
+// current billing period (the ledger's unique (tenant, kind, period, note)),
+// so a retried identical credit books nothing and answers 200 with the
+// balance and "applied": false. Two distinct credits in one period need two
+// notes.
+//
+// A subscription PUT replaces the live subscription in place (or starts
+// one) with the given bounds; the proxy's period anchor becomes
+// period_start, except that bounds of exactly one calendar month in UTC keep
+// calendar periods (anchor 0). PUT …/plan is an operator override without
+// proration; like any plan switch it stamps last_tier_switch_at, which
+// DELETE …/subscription/cooldown clears.
+//
+// Field errors beyond the named codes (a credit's amount or note, a
+// gauge's count) are 400 invalid_json naming the field; a bad limit query
+// parameter is 400 invalid_query. 503 store_unavailable means PostgreSQL
+// did not answer (nothing changed) or, with a message saying the change is
+// saved, that Redis did not; after a create or key issue that 503 also
+// carries "id" and "api_key", since the key cannot be shown again.
+package admin

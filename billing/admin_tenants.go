@@ -1,0 +1,47 @@
+package billing
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// TenantStatus is a tenant with the status of its newest subscription:
+// the live one's status, "canceled" when only canceled ones remain, ""
+// when it never subscribed. Plan stays "" unless a subscription is live.
+type TenantStatus struct {
+	Tenant
+	Status string
+}
+
+// ListTenantStatuses is ListTenants with each tenant's subscription status.
+func (s *Store) ListTenantStatuses(ctx context.Context, limit int, after string) ([]TenantStatus, error) {
+	const op = "list tenant statuses"
+	rows, err := s.pool.Query(ctx, `
+		SELECT t.id, t.name,
+			CASE WHEN s.status <> 'canceled' THEN s.plan_slug ELSE '' END,
+			COALESCE(s.status, ''), t.created_at
+		FROM tenants t
+		LEFT JOIN LATERAL (
+			SELECT plan_slug, status FROM subscriptions WHERE tenant_id = t.id
+			ORDER BY (status <> 'canceled') DESC, created_at DESC, id DESC LIMIT 1
+		) s ON true
+		WHERE t.id > $1 ORDER BY t.id LIMIT $2`, after, clampLimit(limit, 50, 500))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (TenantStatus, error) {
+		var t TenantStatus
+		var plan *string
+		err := r.Scan(&t.ID, &t.Name, &plan, &t.Status, &t.CreatedAt)
+		if plan != nil {
+			t.Plan = *plan
+		}
+		return t, err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	return out, nil
+}
