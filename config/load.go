@@ -73,7 +73,7 @@ type parser struct {
 
 func (p *parser) parse(root *yaml.Node) {
 	top := p.object(root, "", "listen", "api_listen", "upstream", "redis", "database", "admin",
-		"tenant", "features", "default_plan", "plans", "routes")
+		"tenant", "features", "default_plan", "plans", "routes", "account")
 	c := p.cfg
 	c.Listen = p.setting(top.get("listen"), "listen", EnvListen, "127.0.0.1:8080", checkListen)
 	c.APIListen = p.setting(top.get("api_listen"), "api_listen", EnvAPIListen, "127.0.0.1:8081", checkListen)
@@ -85,6 +85,7 @@ func (p *parser) parse(root *yaml.Node) {
 	p.features(top.get("features"))
 	p.plans(top.get("plans"), top.get("default_plan"))
 	p.routes(top.get("routes"))
+	p.account(top.get("account"))
 }
 
 // setting resolves a string that the environment can override: the file
