@@ -27,11 +27,10 @@ test:
 fuzz:
 	scripts/fuzz.sh
 
-# Placeholder: plain Go benchmarks until the load-test bench harness lands in
-# a later issue.
+# The load benchmark (bench/README.md): Tollgate vs the upstream and nginx,
+# results in bench/results/. Shorter: make bench BENCH_DURATION=3s
 bench:
-	scripts/services.sh redis
-	go test -run='^$$' -bench=. -benchmem ./...
+	scripts/bench.sh
 
 # Redis and PostgreSQL only.
 services:

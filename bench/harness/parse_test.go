@@ -1,0 +1,114 @@
+package harness
+
+import (
+	"os"
+	"testing"
+
+	"github.com/tollgate/tollgate/bench/loadgen"
+)
+
+func TestParseCommandStatsAndDelta(t *testing.T) {
+	b, err := os.ReadFile("testdata/commandstats.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	after := parseCommandStats(string(b))
+	if after["evalsha"] != 46006 || after["hget"] != 92012 || after["config|resetstat"] != 1 {
+		t.Fatalf("parsed %v", after)
+	}
+	before := map[string]int64{"evalsha": 6, "hget": 12, "info": 2}
+	d, total := statsDelta(before, after)
+	if d["evalsha"] != 46000 || d["hget"] != 92000 || d["info"] != 0 || total != 46000+92000+1 {
+		t.Fatalf("delta %v total %d", d, total)
+	}
+}
+
+func TestParseGoBench(t *testing.T) {
+	b, err := os.ReadFile("testdata/gobench.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := parseGoBench(string(b))
+	if len(got) != 2 {
+		t.Fatalf("got %+v", got)
+	}
+	if g := got[1]; g.Name != "BenchmarkHandler/metered-exact-2" || g.N != 20000 || g.NsPerOp != 101917 || g.BytesPerOp != 544 || g.AllocsPerOp != 12 {
+		t.Fatalf("metered line %+v", g)
+	}
+}
+
+func TestMonitorRecordSeparatesScriptCommands(t *testing.T) {
+	m := &monitor{top: map[string]int64{}, lua: map[string]int64{}}
+	for _, line := range []string{
+		`+1700000000.100000 [0 127.0.0.1:5555] "evalsha" "abc" "2" "tg:{t}:ent"` + "\r\n",
+		`+1700000000.100001 [0 lua] "EXISTS" "tg:{t}:ent"` + "\r\n",
+		`+1700000000.100002 [0 lua] "incrby" "k" "1"` + "\r\n",
+		`+1700000000.100003 [0 unix:/tmp/r.sock] "get" "tg:apikey:x"` + "\r\n",
+		"garbage\r\n",
+	} {
+		m.record(line)
+	}
+	if m.top["evalsha"] != 1 || m.top["get"] != 1 || m.lua["exists"] != 1 || m.lua["incrby"] != 1 || len(m.top) != 2 {
+		t.Fatalf("top %v lua %v", m.top, m.lua)
+	}
+}
+
+func TestParseWrk(t *testing.T) {
+	out := "Running 1s test\nWRKJSON {\"requests\":1000,\"duration_us\":2000000,\"connect\":0,\"read\":1,\"write\":0,\"status\":10,\"timeout\":2," +
+		"\"p50\":100.0,\"p90\":150.0,\"p99\":400.0,\"p999\":900.0,\"max\":1200.0,\"mean\":110.5}\n"
+	res, err := parseWrk(out, loadgen.Config{Targets: []string{"127.0.0.1:1"}}, 8)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.RPS != 500 || res.Errors != 3 || res.Non2xx != 10 || res.LatencyUS.P999 != 900 || res.Connections != 8 {
+		t.Fatalf("%+v", res)
+	}
+	if _, err := parseWrk("no result here", loadgen.Config{}, 1); err == nil {
+		t.Fatal("missing WRKJSON line accepted")
+	}
+}
+
+func TestExpectedShare(t *testing.T) {
+	at := &Scenario{Status: 429}
+	any2xx := &Scenario{}
+	for _, tc := range []struct {
+		name string
+		sc   *Scenario
+		r    loadgen.Result
+		want float64
+	}{
+		{"go, 429s", at, loadgen.Result{Requests: 4, Status: map[string]int{"429": 3, "200": 1}}, 0.75},
+		{"go, any 2xx", any2xx, loadgen.Result{Requests: 4, Status: map[string]int{"201": 2, "204": 2}}, 1},
+		{"wrk, rejections are its status errors", at, loadgen.Result{Requests: 10, Non2xx: 10}, 1},
+		{"wrk, 2xx", any2xx, loadgen.Result{Requests: 10, Non2xx: 1}, 0.9},
+		{"nothing", at, loadgen.Result{}, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := expectedShare(tc.sc, tc.r); got != tc.want {
+				t.Fatalf("got %v want %v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestOptionsValidation(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		o    Options
+	}{
+		{"unknown scenario", Options{Scenarios: []string{"nope"}, Generator: "go"}},
+		{"unbounded duration", Options{Duration: -1, Generator: "go"}},
+		{"bad generator", Options{Generator: "ab"}},
+		{"too many instances", Options{Instances: 99, Generator: "go"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if err := tc.o.fill(); err == nil {
+				t.Fatal("accepted")
+			}
+		})
+	}
+	o := Options{Generator: "go"}
+	if err := o.fill(); err != nil || len(o.Scenarios) != len(AllScenarios) || o.Duration <= 0 {
+		t.Fatalf("defaults: %v %+v", err, o)
+	}
+}

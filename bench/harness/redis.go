@@ -1,0 +1,210 @@
+package harness
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"net"
+	"os/exec"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// benchRedis is the Redis the proxies use during the run. A private
+// redis-server is preferred: INFO commandstats is server-wide, so on a
+// shared instance other people's tests would be counted as ours.
+type benchRedis struct {
+	url     string
+	private bool
+	proc    *proc
+	rdb     *redis.Client
+}
+
+func startRedis(ctx context.Context, dir, sharedURL string) (*benchRedis, error) {
+	if bin, err := exec.LookPath("redis-server"); err == nil {
+		addr, err := freeAddr()
+		if err != nil {
+			return nil, err
+		}
+		_, port, _ := net.SplitHostPort(addr)
+		p, err := startProc(dir, "redis", nil, bin, "--bind", "127.0.0.1", "--port", port,
+			"--save", "", "--appendonly", "no", "--dir", dir, "--daemonize", "no")
+		if err != nil {
+			return nil, err
+		}
+		r := &benchRedis{url: "redis://" + addr + "/0", private: true, proc: p}
+		if err := r.connect(ctx); err != nil {
+			p.stop()
+			return nil, fmt.Errorf("private redis-server: %w (%s)", err, p.tail())
+		}
+		return r, nil
+	}
+	r := &benchRedis{url: sharedURL}
+	if err := r.connect(ctx); err != nil {
+		return nil, fmt.Errorf("redis at %s (no redis-server binary to start a private one): %w", sharedURL, err)
+	}
+	return r, nil
+}
+
+func (r *benchRedis) connect(ctx context.Context) error {
+	opt, err := redis.ParseURL(r.url)
+	if err != nil {
+		return fmt.Errorf("redis url: %w", err)
+	}
+	r.rdb = redis.NewClient(opt)
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		pctx, cancel := context.WithTimeout(ctx, time.Second)
+		err = r.rdb.Ping(pctx).Err()
+		cancel()
+		if err == nil {
+			return nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return fmt.Errorf("ping: %w", err)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func (r *benchRedis) addr() string {
+	opt, err := redis.ParseURL(r.url)
+	if err != nil {
+		return ""
+	}
+	return opt.Addr
+}
+
+func (r *benchRedis) close() {
+	if r.rdb != nil {
+		_ = r.rdb.Close()
+	}
+	r.proc.stop()
+}
+
+// commandStats reads INFO commandstats as command → calls.
+func (r *benchRedis) commandStats(ctx context.Context) (map[string]int64, error) {
+	s, err := r.rdb.Info(ctx, "commandstats").Result()
+	if err != nil {
+		return nil, fmt.Errorf("info commandstats: %w", err)
+	}
+	return parseCommandStats(s), nil
+}
+
+func parseCommandStats(s string) map[string]int64 {
+	out := map[string]int64{}
+	for _, line := range strings.Split(s, "\n") {
+		line = strings.TrimSpace(line)
+		name, rest, ok := strings.Cut(strings.TrimPrefix(line, "cmdstat_"), ":")
+		if !ok || !strings.HasPrefix(line, "cmdstat_") {
+			continue
+		}
+		for _, kv := range strings.Split(rest, ",") {
+			if v, ok := strings.CutPrefix(kv, "calls="); ok {
+				n, _ := strconv.ParseInt(v, 10, 64)
+				out[name] = n
+			}
+		}
+	}
+	return out
+}
+
+// statsDelta is after-before, without the harness's own INFO calls.
+func statsDelta(before, after map[string]int64) (map[string]int64, int64) {
+	d := map[string]int64{}
+	var total int64
+	for k, v := range after {
+		if k == "info" {
+			continue
+		}
+		if n := v - before[k]; n > 0 {
+			d[k] = n
+			total += n
+		}
+	}
+	return d, total
+}
+
+// monitor counts the commands Redis receives from clients while it runs,
+// separating those the clients sent (round trips, unless pipelined) from
+// those Lua scripts issued: INFO commandstats counts both, and "1 Redis
+// round trip per request" is about the former. MONITOR slows Redis down, so
+// it only watches a short, separate pass, never a timed run.
+type monitor struct {
+	conn net.Conn
+	wg   sync.WaitGroup
+	mu   sync.Mutex
+	top  map[string]int64
+	lua  map[string]int64
+	err  error
+}
+
+func startMonitor(addr string) (*monitor, error) {
+	conn, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return nil, fmt.Errorf("monitor: %w", err)
+	}
+	if _, err := conn.Write([]byte("MONITOR\r\n")); err != nil {
+		conn.Close()
+		return nil, fmt.Errorf("monitor: %w", err)
+	}
+	br := bufio.NewReader(conn)
+	_ = conn.SetReadDeadline(time.Now().Add(2 * time.Second))
+	line, err := br.ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "+OK") {
+		conn.Close()
+		return nil, fmt.Errorf("monitor: unexpected answer %q: %v", line, err)
+	}
+	_ = conn.SetReadDeadline(time.Time{})
+	m := &monitor{conn: conn, top: map[string]int64{}, lua: map[string]int64{}}
+	m.wg.Add(1)
+	go func() {
+		defer m.wg.Done()
+		for {
+			line, err := br.ReadString('\n')
+			if err != nil {
+				return // closed by stop
+			}
+			m.record(line)
+		}
+	}()
+	return m, nil
+}
+
+// record parses `+1700000000.123456 [0 127.0.0.1:5555] "evalsha" ...`;
+// commands from scripts show "[0 lua]".
+func (m *monitor) record(line string) {
+	open, close := strings.IndexByte(line, '['), strings.IndexByte(line, ']')
+	if open < 0 || close < open {
+		return
+	}
+	src := line[open+1 : close]
+	rest := strings.TrimSpace(line[close+1:])
+	cmd := rest
+	if strings.HasPrefix(rest, `"`) {
+		if end := strings.IndexByte(rest[1:], '"'); end >= 0 {
+			cmd = strings.ToLower(rest[1 : end+1])
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if strings.HasSuffix(src, " lua") {
+		m.lua[cmd]++
+	} else {
+		m.top[cmd]++
+	}
+}
+
+func (m *monitor) stop() (top, lua map[string]int64) {
+	// Let the last lines arrive before closing.
+	time.Sleep(100 * time.Millisecond)
+	m.conn.Close()
+	m.wg.Wait()
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.top, m.lua
+}

@@ -1,0 +1,72 @@
+package harness
+
+import (
+	"context"
+	"encoding/json"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestHarnessSmoke runs the whole harness in its smallest mode (two
+// scenarios, 1 s runs, the Go load generator, no nginx, no allocation
+// benchmark) so CI proves `make bench` works end to end. Redis is a private
+// redis-server when installed, else the test Redis, which must answer.
+func TestHarnessSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds and starts servers")
+	}
+	redisURL := os.Getenv("TOLLGATE_TEST_REDIS_URL")
+	if redisURL == "" {
+		redisURL = "redis://127.0.0.1:6379/0"
+	}
+	out := t.TempDir()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	var log strings.Builder
+	rep, err := Run(ctx, Options{
+		Root: "../..", OutDir: out, Duration: time.Second, Warmup: 200 * time.Millisecond, Connections: 4,
+		Scenarios: []string{"passthrough", "metered"}, Generator: "go", NoNginx: true, NoGoBench: true,
+		Rate: 200, SharedRedisURL: redisURL, Log: io.MultiWriter(&log),
+	})
+	if err != nil {
+		t.Fatalf("harness (needs Redis: a redis-server binary or %s): %v\n%s", redisURL, err, log.String())
+	}
+	if len(rep.Scenarios) != 2 {
+		t.Fatalf("scenarios %+v", rep.Scenarios)
+	}
+	pass, met := rep.scenario("passthrough"), rep.scenario("metered")
+	if pass == nil || met == nil || pass.run("direct") == nil || pass.run("tollgate") == nil || met.run("tollgate") == nil {
+		t.Fatalf("missing runs: %+v", rep.Scenarios)
+	}
+	for _, s := range rep.Scenarios {
+		for _, r := range s.Runs {
+			if r.Load.Requests == 0 || r.Expected != 1 || r.Paced == nil || r.Paced.Requests == 0 {
+				t.Errorf("%s/%s: %d requests, %.3f with the expected status, paced %+v", s.Name, r.Target, r.Load.Requests, r.Expected, r.Paced)
+			}
+		}
+	}
+	m := met.run("tollgate")
+	if m.MonitorRequests != monitorRequests || m.RoundTripsPerReq < 1 || m.RoundTripCommands["evalsha"] == 0 {
+		t.Errorf("metered round trips: %+v", m)
+	}
+	if _, ok := pass.Ratios["tollgate_over_direct_rps"]; !ok {
+		t.Errorf("ratios %v", pass.Ratios)
+	}
+	md, err := os.ReadFile(filepath.Join(out, "latest.md"))
+	if err != nil || !strings.Contains(string(md), "| metered | tollgate |") {
+		t.Fatalf("latest.md: %v\n%s", err, md)
+	}
+	files, _ := filepath.Glob(filepath.Join(out, "*-metered.json"))
+	if len(files) != 1 {
+		t.Fatalf("metered json: %v", files)
+	}
+	var one Report
+	b, _ := os.ReadFile(files[0])
+	if err := json.Unmarshal(b, &one); err != nil || len(one.Scenarios) != 1 || one.Scenarios[0].Name != "metered" {
+		t.Fatalf("metered json: %v %s", err, b)
+	}
+}
