@@ -44,7 +44,20 @@ type Handler struct {
 	// messages holds each feature's error message template split around
 	// its placeholders, indexed by Feature.Index.
 	messages []messageTemplate
+
+	mount *mounts // WithMount; nil when nothing is mounted
+
+	usage UsageTracker // WithUsageTracker; nil when usage is not flushed
 }
+
+// UsageTracker learns which counters changed so they are flushed to
+// billing; Touch must be cheap, it runs once per settled metered request.
+type UsageTracker interface {
+	Touch(counterKey string)
+}
+
+// WithUsageTracker reports every settled metered request's counter to t.
+func WithUsageTracker(t UsageTracker) Option { return func(h *Handler) { h.usage = t } }
 
 // Option configures a Handler.
 type Option func(*Handler)
@@ -115,6 +128,9 @@ func (st *requestState) onResponse(status int, rh *fasthttp.ResponseHeader) {
 func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	if ctx.IsGet() && string(ctx.Path()) == string(healthzPath) {
 		writeHealthz(ctx)
+		return
+	}
+	if h.mount != nil && h.mount.dispatch(ctx) {
 		return
 	}
 
@@ -206,10 +222,10 @@ func (h *Handler) serveMetered(ctx *fasthttp.RequestCtx, tenantID string, route 
 	h.finish(ctx, st, status)
 }
 
-// finish settles a forwarded request's reservation: a success keeps what
+// settle settles a forwarded request's reservation: a success keeps what
 // was reserved (and charges what is only known now); anything else gives
 // the reservation back so a failed request never costs quota.
-func (h *Handler) finish(ctx context.Context, st *requestState, status int) {
+func (h *Handler) settle(ctx context.Context, st *requestState, status int) {
 	d := &st.decision
 	m := st.meter
 	if m == nil {
@@ -235,6 +251,17 @@ func (h *Handler) finish(ctx context.Context, st *requestState, status int) {
 		h.quota.Commit(ctx, d, st.amount)
 	case m.Feature.Kind == config.Gauge && st.amount < 0:
 		h.quota.Commit(ctx, d, st.amount)
+	}
+}
+
+// finish settles the reservation, then marks the counter for the usage
+// flush: the flush reads the settled value.
+func (h *Handler) finish(ctx context.Context, st *requestState, status int) {
+	h.settle(ctx, st, status)
+	if h.usage != nil {
+		if k := st.decision.CounterKey(); k != "" {
+			h.usage.Touch(k)
+		}
 	}
 }
 

@@ -22,6 +22,8 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/admin"
+	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/billing/billingtest"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/proxy"
 	"github.com/tollgate/tollgate/quota"
@@ -122,6 +124,7 @@ type harness struct {
 	t        testing.TB
 	cfg      *config.Config
 	rdb      *redis.Client
+	db       *billing.Store
 	up       *upstream
 	proxies  []*instance
 	adminURL string
@@ -187,7 +190,8 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	adminStore := quota.New(h.rdb, cfg)
 	t.Cleanup(func() { adminStore.Close() })
 	mux := http.NewServeMux()
-	admin.New(cfg, h.rdb, adminStore, nil).Register(mux)
+	h.db = billingtest.NewStore(t, cfg)
+	admin.New(cfg, h.db, h.rdb, adminStore, nil).Register(mux)
 	adminSrv := httptest.NewServer(mux)
 	t.Cleanup(adminSrv.Close)
 	h.adminURL = adminSrv.URL

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# make run: Redis (started if needed), the demo upstream in the background and
+# make run: Redis and PostgreSQL (started if needed), the demo upstream in the background and
 # Tollgate in the foreground. Ctrl-C stops both.
 set -euo pipefail
 # shellcheck source=scripts/lib.sh
@@ -11,7 +11,7 @@ export TOLLGATE_ADMIN_TOKEN=${TOLLGATE_ADMIN_TOKEN:-dev-admin-token}
 # Point the proxy at the demo this script starts, whatever the file says.
 export TOLLGATE_UPSTREAM_URL=${TOLLGATE_UPSTREAM_URL:-http://$DEMO_LISTEN}
 
-scripts/services.sh redis
+scripts/services.sh
 go build -o bin/tollgate ./cmd/tollgate
 
 echo "admin token: $TOLLGATE_ADMIN_TOKEN (set TOLLGATE_ADMIN_TOKEN to change it)"

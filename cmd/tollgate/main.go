@@ -1,6 +1,7 @@
 // Command tollgate runs the metering proxy, its API and the demo upstream.
 //
-//	tollgate serve --config tollgate.yaml   proxy + admin API
+//	tollgate serve --config tollgate.yaml   proxy + API (admin, tenant billing API)
+//	tollgate billing --config tollgate.yaml the API alone
 //	tollgate demo  --listen 127.0.0.1:9000  the demo chat-product upstream
 //	tollgate check --config tollgate.yaml   validate a configuration and exit
 //	tollgate migrate [--database URL]       apply the billing database migrations
@@ -20,10 +21,11 @@ import (
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
-const usage = `usage: tollgate <command> [flags]
+const usageText = `usage: tollgate <command> [flags]
 
 commands:
   serve   --config FILE    run the proxy and the API
+  billing --config FILE    run only the API (admin, tenant billing API, usage ingest)
   check   --config FILE    validate a configuration file and exit
   migrate --database URL   apply the billing database migrations (default $TOLLGATE_DATABASE_URL)
   demo    --listen ADDR    run the demo upstream (a small chat-product API)
@@ -44,7 +46,7 @@ func main() {
 
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
+		fmt.Fprint(stderr, usageText)
 		return errors.New("no command given")
 	}
 	cmd, rest := args[0], args[1:]
@@ -57,6 +59,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return err
 		}
 		return serve(ctx, *path, stderr)
+	case "billing":
+		fs := flag.NewFlagSet("billing", flag.ContinueOnError)
+		fs.SetOutput(stderr)
+		path := fs.String("config", envOr("TOLLGATE_CONFIG", "tollgate.yaml"), "configuration file")
+		if err := fs.Parse(rest); err != nil {
+			return err
+		}
+		return billingServe(ctx, *path, stderr)
 	case "check":
 		fs := flag.NewFlagSet("check", flag.ContinueOnError)
 		fs.SetOutput(stderr)
@@ -85,10 +95,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		fmt.Fprintln(stdout, "tollgate", version)
 		return nil
 	case "help", "-h", "--help":
-		fmt.Fprint(stdout, usage)
+		fmt.Fprint(stdout, usageText)
 		return nil
 	}
-	fmt.Fprint(stderr, usage)
+	fmt.Fprint(stderr, usageText)
 	return fmt.Errorf("unknown command %q", cmd)
 }
 

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/billing/billingtest"
 )
 
 func freeAddr(t *testing.T) string {
@@ -42,6 +43,7 @@ func TestServeAnswersHealthzOnBothListeners(t *testing.T) {
 	t.Setenv("TOLLGATE_API_LISTEN", apiAddr)
 	t.Setenv("TOLLGATE_REDIS_URL", redisURL())
 	t.Setenv("TOLLGATE_ADMIN_TOKEN", "t0ken")
+	t.Setenv("TOLLGATE_DATABASE_URL", billingtest.NewSchema(t))
 
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 2)

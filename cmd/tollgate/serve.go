@@ -10,15 +10,19 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
 	"go.uber.org/zap/zapcore"
 
+	"github.com/tollgate/tollgate/account"
 	"github.com/tollgate/tollgate/admin"
+	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/demo"
 	"github.com/tollgate/tollgate/proxy"
 	"github.com/tollgate/tollgate/quota"
 	"github.com/tollgate/tollgate/tenant"
+	"github.com/tollgate/tollgate/usage"
 )
 
 func check(path string, stdout io.Writer) error {
@@ -59,10 +63,27 @@ func newRedis(c config.Redis) (*redis.Client, error) {
 	return redis.NewClient(opt), nil
 }
 
+// components names what one process runs: `serve` runs both planes,
+// `billing` only the API.
+type components struct {
+	proxy bool
+}
+
 func serve(ctx context.Context, path string, logOut io.Writer) error {
+	return runServer(ctx, path, logOut, components{proxy: true})
+}
+
+func billingServe(ctx context.Context, path string, logOut io.Writer) error {
+	return runServer(ctx, path, logOut, components{proxy: false})
+}
+
+func runServer(ctx context.Context, path string, logOut io.Writer, run components) error {
 	cfg, err := config.Load(path)
 	if err != nil {
 		return err
+	}
+	if cfg.Database.URL == "" {
+		return fmt.Errorf("%s: database.url: expected a postgres:// URL (or TOLLGATE_DATABASE_URL): tenants, plans and usage live in PostgreSQL", path)
 	}
 	log := newLogger(logOut)
 	defer func() { _ = log.Sync() }()
@@ -80,45 +101,84 @@ func serve(ctx context.Context, path string, logOut io.Writer) error {
 	}
 	cancel()
 
+	db, err := openBilling(ctx, cfg, log)
+	if err != nil {
+		return err
+	}
+	defer db.Pool().Close()
+
 	store := quota.New(rdb, cfg, quota.WithLogger(log))
 	defer store.Close()
-	resolver, err := tenant.NewResolver(ctx, cfg.Tenant, rdb, tenant.WithLookupTimeout(cfg.Redis.Timeout), tenant.WithLogger(log))
-	if err != nil {
-		return fmt.Errorf("tenant resolver: %w", err)
-	}
-	defer resolver.Close()
-	fwd, err := proxy.NewForwarder(cfg.Upstream)
-	if err != nil {
-		return fmt.Errorf("upstream: %w", err)
-	}
-	handler := proxy.NewHandler(cfg, resolver, store, fwd, proxy.WithLogger(log))
-	proxySrv := proxy.NewServer(handler.Serve, "tollgate")
+
+	// The background loops stop with bg; the flusher's final flush runs
+	// after the proxy listener has stopped admitting requests.
+	bg, stopBG := context.WithCancel(context.Background())
+	defer stopBG()
 
 	mux := http.NewServeMux()
 	mux.HandleFunc("GET /healthz", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")
 		_, _ = io.WriteString(w, `{"status":"ok"}`)
 	})
-	admin.New(cfg, rdb, store, log).Register(mux)
+	adminAPI := admin.New(cfg, db, rdb, store, log)
+	adminAPI.Register(mux)
+	go adminAPI.Run(bg)
+	mux.Handle("POST "+usage.IngestPath, usage.NewIngest(db, cfg.Admin.Token, usage.WithIngestLogger(log)))
+	restorer := usage.NewRestorer(rdb, db, store, cfg, usage.WithRestorerLogger(log))
+	go func() { _ = restorer.Run(bg) }()
+	accountAPI, err := registerAccount(cfg, db, store, mux, log)
+	if err != nil {
+		return fmt.Errorf("%s: account: %w", path, err)
+	}
+	// Everything else on the API listener is a JSON 404, like every other
+	// answer there.
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		account.WriteError(w, http.StatusNotFound, "not_found", "No such endpoint: "+r.Method+" "+r.URL.Path)
+	})
 	apiSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
-	proxyLn, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return fmt.Errorf("proxy listener: %w", err)
+	var (
+		proxySrv *fasthttp.Server
+		proxyLn  net.Listener
+		flusher  *usage.Flusher
+	)
+	if run.proxy {
+		resolver, err := tenant.NewResolver(ctx, cfg.Tenant, rdb, tenant.WithLookupTimeout(cfg.Redis.Timeout), tenant.WithLogger(log))
+		if err != nil {
+			return fmt.Errorf("tenant resolver: %w", err)
+		}
+		defer resolver.Close()
+		fwd, err := proxy.NewForwarder(cfg.Upstream)
+		if err != nil {
+			return fmt.Errorf("upstream: %w", err)
+		}
+		flusher = usage.NewFlusher(rdb, usage.StoreSink{Store: db}, usage.WithFlusherLogger(log))
+		go func() { _ = flusher.Run(bg) }()
+		handler := proxy.NewHandler(cfg, resolver, store, fwd,
+			proxy.WithLogger(log),
+			proxy.WithUsageTracker(flusher),
+			proxy.WithMount(cfg.Account.Mounts, accountAPI))
+		proxySrv = proxy.NewServer(handler.Serve, "tollgate")
+		if proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+			return fmt.Errorf("proxy listener: %w", err)
+		}
 	}
 	apiLn, err := net.Listen("tcp", cfg.APIListen)
 	if err != nil {
-		proxyLn.Close()
+		if proxyLn != nil {
+			proxyLn.Close()
+		}
 		return fmt.Errorf("api listener: %w", err)
 	}
-	log.Info("tollgate listening",
-		zap.String("proxy", proxyLn.Addr().String()),
-		zap.String("api", apiLn.Addr().String()),
-		zap.String("upstream", cfg.Upstream.URL))
 
 	errc := make(chan error, 2)
-	go func() { errc <- proxySrv.Serve(proxyLn) }()
+	fields := []zap.Field{zap.String("api", apiLn.Addr().String())}
+	if proxySrv != nil {
+		fields = append(fields, zap.String("proxy", proxyLn.Addr().String()), zap.String("upstream", cfg.Upstream.URL))
+		go func() { errc <- proxySrv.Serve(proxyLn) }()
+	}
 	go func() { errc <- apiSrv.Serve(apiLn) }()
+	log.Info("tollgate listening", fields...)
 
 	select {
 	case <-ctx.Done():
@@ -128,12 +188,59 @@ func serve(ctx context.Context, path string, logOut io.Writer) error {
 	}
 	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
+	if proxySrv != nil {
+		_ = proxySrv.ShutdownWithContext(shutCtx)
+	}
+	if flusher != nil {
+		if ferr := flusher.Close(shutCtx); ferr != nil {
+			log.Warn("final usage flush incomplete; the next start's sweep delivers it", zap.Error(ferr))
+		}
+	}
 	_ = apiSrv.Shutdown(shutCtx)
-	_ = proxySrv.ShutdownWithContext(shutCtx)
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}
 	return nil
+}
+
+// openBilling connects to PostgreSQL, applies the embedded migrations and
+// seeds plans from the configuration. PostgreSQL must answer at start
+// (retried for a while, for containers starting together); afterwards an
+// outage only turns the API's answers into 503s while the proxy keeps
+// enforcing from Redis.
+func openBilling(ctx context.Context, cfg *config.Config, log *zap.Logger) (*billing.Store, error) {
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		db, err := tryOpenBilling(ctx, cfg)
+		if err == nil {
+			return db, nil
+		}
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return nil, fmt.Errorf("billing database: %w", err)
+		}
+		log.Warn("billing database not ready; retrying", zap.Error(err))
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+func tryOpenBilling(ctx context.Context, cfg *config.Config) (*billing.Store, error) {
+	pool, err := billing.Connect(ctx, cfg.Database.URL)
+	if err != nil {
+		return nil, err
+	}
+	if err := billing.Migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	db := billing.New(pool)
+	if _, err := db.SyncPlans(ctx, cfg.Plans, cfg.Features); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return db, nil
 }
 
 func demoServe(ctx context.Context, addr string, logOut io.Writer) error {
@@ -148,4 +255,15 @@ func redactURL(s string) string {
 		return "(unparsable)"
 	}
 	return opt.Addr
+}
+
+// registerAccount mounts the tenant-facing billing API on the API listener
+// and returns it for the proxy's mount prefixes.
+func registerAccount(cfg *config.Config, db *billing.Store, store *quota.Store, mux *http.ServeMux, log *zap.Logger) (*account.API, error) {
+	api, err := account.New(cfg, db, store, account.WithLogger(log))
+	if err != nil {
+		return nil, err
+	}
+	api.Register(mux)
+	return api, nil
 }
