@@ -170,3 +170,53 @@ func TestMigrateIsIdempotent(t *testing.T) {
 		t.Fatal("migrate without a database URL succeeded")
 	}
 }
+
+// TestBillingRunsTheAPIAlone starts `tollgate billing`: the API answers
+// (health, tenant API with JSON errors, JSON 404s) and no proxy listens.
+func TestBillingRunsTheAPIAlone(t *testing.T) {
+	proxyAddr, apiAddr := freeAddr(t), freeAddr(t)
+	t.Setenv("TOLLGATE_LISTEN", proxyAddr)
+	t.Setenv("TOLLGATE_API_LISTEN", apiAddr)
+	t.Setenv("TOLLGATE_REDIS_URL", redisURL())
+	t.Setenv("TOLLGATE_ADMIN_TOKEN", "t0ken")
+	t.Setenv("TOLLGATE_DATABASE_URL", billingtest.NewSchema(t))
+
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() {
+		done <- run(ctx, []string{"billing", "--config", "../../examples/pingback/tollgate.yaml"}, io.Discard, io.Discard)
+	}()
+	waitHealthy(t, "http://"+apiAddr+"/healthz")
+
+	for _, tc := range []struct {
+		path   string
+		status int
+		code   string
+	}{
+		{"/subscription", http.StatusUnauthorized, "unauthorized"},
+		{"/no/such/thing", http.StatusNotFound, "not_found"},
+	} {
+		resp, err := http.Get("http://" + apiAddr + tc.path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || !strings.Contains(string(b), `"error":"`+tc.code+`"`) {
+			t.Fatalf("GET %s: %d %s, want %d %s", tc.path, resp.StatusCode, b, tc.status, tc.code)
+		}
+	}
+	if c, err := net.DialTimeout("tcp", proxyAddr, time.Second); err == nil {
+		c.Close()
+		t.Fatal("tollgate billing opened the proxy listener")
+	}
+	cancel()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("billing returned %v after shutdown", err)
+		}
+	case <-time.After(15 * time.Second):
+		t.Fatal("billing did not stop within 15 s")
+	}
+}
