@@ -3,6 +3,7 @@ package usage
 import (
 	"context"
 	_ "embed"
+	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -48,6 +49,8 @@ type RestoreSource interface {
 	BeginEpoch(ctx context.Context) (int64, error)
 	// CompleteEpoch records that Redis carries the epoch.
 	CompleteEpoch(ctx context.Context, epoch int64) error
+	// CurrentEpoch is the database's latest epoch (0 before the first).
+	CurrentEpoch(ctx context.Context) (int64, error)
 	RestoreTenants(ctx context.Context) ([]TenantState, error)
 	RestoreKeys(ctx context.Context) ([]KeyHash, error)
 	// RestoreUsage returns the metered counts of periods not ended at now
@@ -178,12 +181,30 @@ func (r *Restorer) RestoreIfNeeded(ctx context.Context) (bool, int64, error) {
 	return true, epoch, nil
 }
 
+// hasEpoch reports whether Redis carries the database's current epoch. A
+// missing key is a fresh or wiped Redis; another value means this Redis was
+// last restored from another database (or the database was reset), so its
+// entitlements and keys cannot be trusted either: both need a restore.
+// Counts are safe either way: the per-tenant restore marker keeps a Redis
+// that still holds a tenant's live counters from getting them added twice.
 func (r *Restorer) hasEpoch(ctx context.Context) (bool, error) {
-	n, err := r.rdb.Exists(ctx, r.epochKey).Result()
-	if err != nil {
-		return false, fmt.Errorf("restore: check %s: %w", r.epochKey, err)
+	got, err := r.rdb.Get(ctx, r.epochKey).Int64()
+	if errors.Is(err, redis.Nil) {
+		return false, nil
 	}
-	return n == 1, nil
+	if err != nil {
+		return false, fmt.Errorf("restore: read %s: %w", r.epochKey, err)
+	}
+	want, err := r.src.CurrentEpoch(ctx)
+	if err != nil {
+		return false, fmt.Errorf("restore: %w", err)
+	}
+	if got != want {
+		r.log.Warn("redis carries another database's epoch; restoring from this one",
+			zap.Int64("redis_epoch", got), zap.Int64("database_epoch", want))
+		return false, nil
+	}
+	return true, nil
 }
 
 type restoreCounts struct{ tenants, keys, counters int }

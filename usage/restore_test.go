@@ -2,6 +2,7 @@ package usage_test
 
 import (
 	"context"
+	"strconv"
 	"sync"
 	"testing"
 
@@ -193,4 +194,46 @@ func checkTenant(t *testing.T, got, want string, qs *quota.Store, plan string) {
 	if err != nil || !ok || ent["plan"] != plan || ent["status"] != "active" {
 		t.Fatalf("entitlement of %s = %v (ok=%v, err=%v), want plan %s", want, ent, ok, err, plan)
 	}
+}
+
+// A Redis last restored from another database (its epoch is not this
+// database's) is restored again, keeping the counts it holds: a flusher
+// would otherwise be refused as stale forever.
+func TestRestoreWhenRedisCarriesAnotherDatabasesEpoch(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	rdb := privateRedis(t)
+	store, _ := newBilling(t, cfg)
+	ctx := testCtx(t)
+	qs := quota.New(rdb, cfg)
+	defer qs.Close()
+	tn, _, err := store.CreateTenant(ctx, "Elsewhere", "pro")
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := usage.NewRestorer(rdb, store, qs, cfg)
+	if restored, _, err := r.RestoreIfNeeded(ctx); err != nil || !restored {
+		t.Fatalf("first restore: restored=%v err=%v", restored, err)
+	}
+	msgs := cfg.FeatureByName["messages"]
+	reserve(t, qs, tn.ID, msgs, 7)
+
+	// Another database's restore left its own epoch behind.
+	if err := rdb.Set(ctx, usage.EpochKey, 99, 0).Err(); err != nil {
+		t.Fatal(err)
+	}
+	restored, epoch, err := r.RestoreIfNeeded(ctx)
+	if err != nil || !restored {
+		t.Fatalf("restore after a foreign epoch: restored=%v err=%v", restored, err)
+	}
+	if got := rdb.Get(ctx, usage.EpochKey).Val(); got != strconv.FormatInt(epoch, 10) {
+		t.Fatalf("epoch key %q, want %d", got, epoch)
+	}
+	if got := usageOf(t, qs, tn.ID, msgs); got != 7 {
+		t.Fatalf("messages after the second restore: %d, want the 7 Redis already held", got)
+	}
+	if restored, _, err := r.RestoreIfNeeded(ctx); err != nil || restored {
+		t.Fatalf("restore with matching epochs: restored=%v err=%v", restored, err)
+	}
+	checkTenant(t, tn.ID, tn.ID, qs, "pro")
 }
