@@ -40,6 +40,7 @@ type Flusher struct {
 	inflight   *Batch // sent and not acknowledged: resent as is (same id)
 	epoch      int64  // epoch of the last flush, 0 before the first
 	staleEpoch int64  // epoch the store rejected; 0 when none
+	staleAt    time.Time
 	needSweep  bool
 	lastSweep  time.Time
 	backoff    time.Duration
@@ -226,19 +227,26 @@ func (f *Flusher) flush(ctx context.Context, force bool) error {
 	return nil
 }
 
+// staleRetry is how long a flusher whose epoch the store refused waits
+// before sweeping and offering everything again under an unchanged epoch.
+const staleRetry = 5 * time.Second
+
 func (f *Flusher) flushLocked(ctx context.Context) error {
 	epoch, err := f.readEpoch(ctx)
 	if err != nil {
 		return err
 	}
 	if f.staleEpoch != 0 {
-		if epoch == f.staleEpoch {
+		if epoch == f.staleEpoch && time.Since(f.staleAt) < staleRetry {
 			// The store moved past the epoch this Redis carries: nothing
 			// read here can be delivered until Redis is restored again.
 			f.dirty.clear()
 			clear(f.pending)
 			return fmt.Errorf("epoch %d: %w", epoch, ErrStaleEpoch)
 		}
+		// A new epoch, or the same number again: a restore from another
+		// database can hand out the number the store refused, so after a
+		// while everything is swept and offered once more.
 		f.staleEpoch = 0
 		f.needSweep = true
 	}
@@ -317,7 +325,7 @@ func (f *Flusher) send(ctx context.Context, b *Batch) error {
 		f.inflight = nil
 		f.dirty.clear()
 		clear(f.pending)
-		f.staleEpoch = b.Epoch
+		f.staleEpoch, f.staleAt = b.Epoch, time.Now()
 	case errors.Is(err, ErrInvalidBatch):
 		f.log.Error("usage batch rejected as invalid; dropped", zap.String("batch_id", b.ID), zap.Error(err))
 		f.inflight = nil
