@@ -17,12 +17,13 @@ import (
 	"time"
 
 	"github.com/golang-jwt/jwt/v5"
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/billing/billingtest"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/internal/redistest"
 	"github.com/tollgate/tollgate/proxy"
 	"github.com/tollgate/tollgate/quota"
 	"github.com/tollgate/tollgate/tenant"
@@ -32,20 +33,6 @@ const jwtSecret = "account-test-dashboard-secret"
 
 // deadAddr refuses connections at once: the way tests take a store down.
 const deadAddr = "127.0.0.1:1"
-
-func databaseURL() string {
-	if u := os.Getenv("TOLLGATE_TEST_DATABASE_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
-
-func redisURL() string {
-	if u := os.Getenv("TOLLGATE_TEST_REDIS_URL"); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379/0"
-}
 
 func testCtx(t testing.TB) context.Context {
 	t.Helper()
@@ -63,48 +50,6 @@ func randomHex(t testing.TB, n int) string {
 	return hex.EncodeToString(b)
 }
 
-// newPool returns a pool whose search_path is a fresh schema, dropped when
-// the test ends: packages testing in parallel share the database.
-func newPool(t testing.TB) *pgxpool.Pool {
-	t.Helper()
-	ctx := testCtx(t)
-	url := databaseURL()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatalf("PostgreSQL is required at %s (set TOLLGATE_TEST_DATABASE_URL; `make services` starts it): %v", url, err)
-	}
-	defer conn.Close(ctx)
-	schema := "tg_acct_" + randomHex(t, 6)
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
-		t.Fatalf("create schema %s: %v", schema, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, url)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, `DROP SCHEMA `+schema+` CASCADE`); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	cfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		t.Fatalf("parse %s: %v", url, err)
-	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schema
-	cfg.MaxConns = 4
-	pool, err := pgxpool.NewWithConfig(ctx, cfg)
-	if err != nil {
-		t.Fatalf("pool: %v", err)
-	}
-	t.Cleanup(pool.Close) // before the schema drop: cleanups run LIFO
-	return pool
-}
-
 // deadPool is a pool on a port nothing listens on: PostgreSQL is down.
 func deadPool(t testing.TB) *pgxpool.Pool {
 	t.Helper()
@@ -116,18 +61,21 @@ func deadPool(t testing.TB) *pgxpool.Pool {
 	return pool
 }
 
-// newRedis connects to the real Redis and fails the test when it is not
-// there.
-func newRedis(t testing.TB, url string) *redis.Client {
-	t.Helper()
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		t.Fatalf("parse redis url: %v", err)
-	}
-	// The proxy's settings: short timeouts, no retries.
+// proxySettings are the proxy's Redis settings: short timeouts, no retries.
+func proxySettings(opt *redis.Options) {
 	opt.ReadTimeout, opt.WriteTimeout, opt.PoolTimeout = 200*time.Millisecond, 200*time.Millisecond, 200*time.Millisecond
 	opt.DialTimeout = 200 * time.Millisecond
 	opt.MaxRetries, opt.DialerRetries = -1, 1
+}
+
+// deadRedis is a client for a port nothing listens on: Redis is down.
+func deadRedis(t testing.TB) *redis.Client {
+	t.Helper()
+	opt, err := redis.ParseURL("redis://" + deadAddr + "/0")
+	if err != nil {
+		t.Fatalf("parse redis url: %v", err)
+	}
+	proxySettings(opt)
 	rdb := redis.NewClient(opt)
 	t.Cleanup(func() { rdb.Close() })
 	return rdb
@@ -135,13 +83,7 @@ func newRedis(t testing.TB, url string) *redis.Client {
 
 func liveRedis(t testing.TB) *redis.Client {
 	t.Helper()
-	rdb := newRedis(t, redisURL())
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Fatalf("Redis is required at %s for this test (run scripts/services.sh): %v", redisURL(), err)
-	}
-	return rdb
+	return redistest.NewClient(t, proxySettings)
 }
 
 // loadConfig parses testdata/tollgate.yaml with upstream as the upstream.
@@ -154,7 +96,7 @@ func loadConfig(t testing.TB, upstream string) *config.Config {
 	}
 	env := map[string]string{
 		config.EnvUpstreamURL:       upstream,
-		config.EnvRedisURL:          redisURL(),
+		config.EnvRedisURL:          redistest.URL(),
 		"TEST_DASHBOARD_JWT_SECRET": jwtSecret,
 	}
 	cfg, err := config.Parse(path, data, func(k string) string { return env[k] })
@@ -207,15 +149,8 @@ func newEnv(t testing.TB, o envOpts) *env {
 	t.Cleanup(up.Close)
 	e.cfg = loadConfig(t, up.URL)
 
-	ctx := testCtx(t)
-	pool := newPool(t)
-	if err := billing.Migrate(ctx, pool); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	e.db = billing.New(pool)
-	if _, err := e.db.SyncPlans(ctx, e.cfg.Plans, e.cfg.Features); err != nil {
-		t.Fatalf("sync plans: %v", err)
-	}
+	// Packages testing in parallel share the database: a fresh schema each.
+	e.db = billingtest.NewStore(t, e.cfg, billingtest.MaxConns(4))
 	e.quota = quota.New(e.rdb, e.cfg)
 	t.Cleanup(func() { e.quota.Close() })
 
@@ -225,7 +160,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 	}
 	var usage UsageReader = e.quota
 	if o.redisDown {
-		dead := quota.New(newRedis(t, "redis://"+deadAddr+"/0"), e.cfg)
+		dead := quota.New(deadRedis(t), e.cfg)
 		t.Cleanup(func() { dead.Close() })
 		usage = dead
 	}

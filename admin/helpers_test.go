@@ -2,8 +2,6 @@ package admin_test
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"io"
@@ -16,13 +14,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/admin"
 	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/billing/billingtest"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/internal/redistest"
 	"github.com/tollgate/tollgate/quota"
 )
 
@@ -30,20 +29,6 @@ const (
 	token  = "s3cret-admin"
 	bearer = "Bearer " + token
 )
-
-func redisURL() string {
-	if u := os.Getenv("TOLLGATE_TEST_REDIS_URL"); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379/0"
-}
-
-func databaseURL() string {
-	if u := os.Getenv("TOLLGATE_TEST_DATABASE_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
 
 func testCtx(t *testing.T) context.Context {
 	t.Helper()
@@ -85,86 +70,23 @@ func (c *switchableConn) Write(b []byte) (int, error) {
 
 func newRedis(t *testing.T) *switchableRedis {
 	t.Helper()
-	opt, err := redis.ParseURL(redisURL())
-	if err != nil {
-		t.Fatal(err)
-	}
 	s := &switchableRedis{}
-	opt.MaxRetries = -1
-	opt.DialerRetries = 1
-	opt.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		if s.down.Load() {
-			return nil, errSwitchedOff
-		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
-		if err != nil {
-			return nil, err
-		}
-		return &switchableConn{Conn: c, down: &s.down}, nil
-	}
-	s.Client = redis.NewClient(opt)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := s.Ping(ctx).Err(); err != nil {
-		t.Fatalf("redis at %s is required for this test (run scripts/services.sh): %v", redisURL(), err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
-}
-
-// newDB returns a migrated billing store in a fresh schema, dropped when
-// the test ends (packages testing in parallel share the database), with
-// cfg's plans synced.
-func newDB(t *testing.T, cfg *config.Config) *billing.Store {
-	t.Helper()
-	ctx := testCtx(t)
-	url := databaseURL()
-	conn, err := pgx.Connect(ctx, url)
-	if err != nil {
-		t.Fatalf("PostgreSQL is required at %s (set TOLLGATE_TEST_DATABASE_URL; scripts/services.sh starts it): %v", url, err)
-	}
-	defer conn.Close(ctx)
-	var b [6]byte
-	if _, err := rand.Read(b[:]); err != nil {
-		t.Fatal(err)
-	}
-	schema := "tg_admin_test_" + hex.EncodeToString(b[:])
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
-		t.Fatalf("create schema %s: %v", schema, err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		c, err := pgx.Connect(ctx, url)
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, `DROP SCHEMA `+schema+` CASCADE`); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
+	s.Client = redistest.NewClient(t, func(opt *redis.Options) {
+		opt.MaxRetries = -1
+		opt.DialerRetries = 1
+		opt.Dialer = func(ctx context.Context, network, addr string) (net.Conn, error) {
+			if s.down.Load() {
+				return nil, errSwitchedOff
+			}
+			var d net.Dialer
+			c, err := d.DialContext(ctx, network, addr)
+			if err != nil {
+				return nil, err
+			}
+			return &switchableConn{Conn: c, down: &s.down}, nil
 		}
 	})
-	pcfg, err := pgxpool.ParseConfig(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pcfg.ConnConfig.RuntimeParams["search_path"] = schema
-	pcfg.MaxConns = 4
-	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
-	if err != nil {
-		t.Fatalf("pool: %v", err)
-	}
-	t.Cleanup(pool.Close)
-	if err := billing.Migrate(ctx, pool); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
-	db := billing.New(pool)
-	if _, err := db.SyncPlans(ctx, cfg.Plans, cfg.Features); err != nil {
-		t.Fatalf("sync plans: %v", err)
-	}
-	return db
+	return s
 }
 
 func loadConfig(t *testing.T) *config.Config {
@@ -195,7 +117,8 @@ type env struct {
 func setup(t *testing.T) *env {
 	t.Helper()
 	cfg := loadConfig(t)
-	e := &env{t: t, cfg: cfg, db: newDB(t, cfg), rdb: newRedis(t)}
+	// Packages testing in parallel share the database: a fresh schema each.
+	e := &env{t: t, cfg: cfg, db: billingtest.NewStore(t, cfg, billingtest.MaxConns(4)), rdb: newRedis(t)}
 	e.api, e.quota, e.srv = e.serve(e.rdb)
 	return e
 }
@@ -290,7 +213,7 @@ func (e *env) cleanupTenant(id string) {
 }
 
 func mustParse(t *testing.T) *redis.Options {
-	opt, err := redis.ParseURL(redisURL())
+	opt, err := redis.ParseURL(redistest.URL())
 	if err != nil {
 		t.Fatal(err)
 	}

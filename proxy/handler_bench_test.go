@@ -10,6 +10,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttputil"
 
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/internal/redistest"
 	"github.com/tollgate/tollgate/proxy"
 	"github.com/tollgate/tollgate/quota"
 	"github.com/tollgate/tollgate/tenant"
@@ -37,7 +38,7 @@ func BenchmarkHandler(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	env := map[string]string{"TOLLGATE_UPSTREAM_URL": "http://" + upLn.Addr().String(), "TOLLGATE_REDIS_URL": redisURL()}
+	env := map[string]string{"TOLLGATE_UPSTREAM_URL": "http://" + upLn.Addr().String(), "TOLLGATE_REDIS_URL": redistest.URL()}
 	cfg, err := config.Parse("tollgate.yaml", data, func(k string) string { return env[k] })
 	if err != nil {
 		b.Fatal(err)

@@ -25,6 +25,7 @@ import (
 	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/billing/billingtest"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/internal/redistest"
 	"github.com/tollgate/tollgate/proxy"
 	"github.com/tollgate/tollgate/quota"
 	"github.com/tollgate/tollgate/tenant"
@@ -32,30 +33,11 @@ import (
 
 const adminToken = "test-admin-token"
 
-func redisURL() string {
-	if u := os.Getenv("TOLLGATE_TEST_REDIS_URL"); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379/0"
-}
-
 // newRedis connects to the real Redis and fails the test when it is not
 // there: a quota test that skips proves nothing.
 func newRedis(t testing.TB) *redis.Client {
 	t.Helper()
-	opt, err := redis.ParseURL(redisURL())
-	if err != nil {
-		t.Fatalf("parse redis url: %v", err)
-	}
-	opt.PoolSize = 64
-	rdb := redis.NewClient(opt)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		t.Fatalf("redis at %s is required for this test (run scripts/services.sh): %v", redisURL(), err)
-	}
-	t.Cleanup(func() { rdb.Close() })
-	return rdb
+	return redistest.NewClient(t, func(opt *redis.Options) { opt.PoolSize = 64 })
 }
 
 // upstream is the API behind the proxy in tests. Each request's answer is
@@ -167,7 +149,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 	}
 	env := map[string]string{
 		"TOLLGATE_UPSTREAM_URL": upURL,
-		"TOLLGATE_REDIS_URL":    redisURL(),
+		"TOLLGATE_REDIS_URL":    redistest.URL(),
 		"TOLLGATE_ADMIN_TOKEN":  adminToken,
 		"TOLLGATE_LISTEN":       "127.0.0.1:0",
 		"TOLLGATE_API_LISTEN":   "127.0.0.1:0",
@@ -209,7 +191,7 @@ func newHarness(t testing.TB, o harnessOpts) *harness {
 
 func (h *harness) startInstance(o harnessOpts) *instance {
 	t := h.t
-	qURL := redisURL()
+	qURL := redistest.URL()
 	if o.quotaRedisURL != "" {
 		qURL = o.quotaRedisURL
 	}

@@ -5,46 +5,28 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
-	"os"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/tollgate/tollgate/config"
 	"github.com/valyala/fasthttp"
-)
 
-const defaultTestRedisURL = "redis://127.0.0.1:6379/0"
+	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/internal/redistest"
+)
 
 // testRedis connects to the real Redis and fails the test when it is not
 // there: these tests are about Redis behaviour and must not pass vacuously.
 func testRedis(t testing.TB) *redis.Client {
 	t.Helper()
-	return testRedisNamed(t, "")
+	return redistest.NewClient(t)
 }
 
 // testRedisNamed sets a client name so a test can find its own connections
 // in CLIENT LIST.
 func testRedisNamed(t testing.TB, name string) *redis.Client {
 	t.Helper()
-	url := os.Getenv("TOLLGATE_TEST_REDIS_URL")
-	if url == "" {
-		url = defaultTestRedisURL
-	}
-	opt, err := redis.ParseURL(url)
-	if err != nil {
-		t.Fatalf("TOLLGATE_TEST_REDIS_URL %q: %v", url, err)
-	}
-	opt.ClientName = name
-	rdb := redis.NewClient(opt)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		_ = rdb.Close()
-		t.Fatalf("redis is not reachable at %s (set TOLLGATE_TEST_REDIS_URL): %v", url, err)
-	}
-	t.Cleanup(func() { _ = rdb.Close() })
-	return rdb
+	return redistest.NewClient(t, func(opt *redis.Options) { opt.ClientName = name })
 }
 
 // deadRedis is a client for a port nothing listens on: any command fails.

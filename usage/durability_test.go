@@ -22,7 +22,7 @@ func TestKill9LosesNothing(t *testing.T) {
 	t.Parallel()
 	cfg := testConfig(t)
 	rdb := sharedRedis(t)
-	store, schema := newBilling(t, cfg)
+	store, dbURL := newBilling(t, cfg)
 	epochKey, _ := newEpoch(t, rdb, store)
 	prefix := tenantPrefix(t, rdb)
 	ctx := testCtx(t)
@@ -32,7 +32,7 @@ func TestKill9LosesNothing(t *testing.T) {
 
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"=flusher",
-		"TOLLGATE_USAGE_TEST_SCHEMA="+schema,
+		"TOLLGATE_USAGE_TEST_DATABASE_URL="+dbURL,
 		"TOLLGATE_USAGE_TEST_EPOCH_KEY="+epochKey,
 		"TOLLGATE_USAGE_TEST_TENANTS="+prefix+"*")
 	cmd.Stderr = os.Stderr

@@ -13,27 +13,14 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/billing/billingtest"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/internal/redistest"
 )
-
-func redisURL() string {
-	if u := os.Getenv("TOLLGATE_TEST_REDIS_URL"); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379/0"
-}
-
-func databaseURL() string {
-	if u := os.Getenv("TOLLGATE_TEST_DATABASE_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-}
 
 func testCtx(t *testing.T) context.Context {
 	t.Helper()
@@ -45,24 +32,7 @@ func testCtx(t *testing.T) context.Context {
 // sharedRedis is the test Redis other packages use too: only random keys.
 func sharedRedis(t *testing.T) *redis.Client {
 	t.Helper()
-	opt, err := redis.ParseURL(redisURL())
-	if err != nil {
-		t.Fatalf("TOLLGATE_TEST_REDIS_URL %q: %v", redisURL(), err)
-	}
-	return connect(t, opt, redisURL())
-}
-
-func connect(t *testing.T, opt *redis.Options, what string) *redis.Client {
-	t.Helper()
-	rdb := redis.NewClient(opt)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	defer cancel()
-	if err := rdb.Ping(ctx).Err(); err != nil {
-		rdb.Close()
-		t.Fatalf("redis at %s is unreachable (set TOLLGATE_TEST_REDIS_URL): %v", what, err)
-	}
-	t.Cleanup(func() { rdb.Close() })
-	return rdb
+	return redistest.NewClient(t)
 }
 
 // privateRedis starts a redis-server of its own without persistence, for
@@ -110,66 +80,26 @@ func randomHex(t *testing.T, n int) string {
 	return hex.EncodeToString(b)
 }
 
-// newSchema creates a fresh schema, dropped when the test ends: packages
-// testing in parallel share the database.
-func newSchema(t *testing.T) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	conn, err := pgx.Connect(ctx, databaseURL())
-	if err != nil {
-		t.Fatalf("PostgreSQL is required at %s (set TOLLGATE_TEST_DATABASE_URL; `make services` starts it): %v", databaseURL(), err)
-	}
-	defer conn.Close(ctx)
-	schema := "tg_usage_" + randomHex(t, 6)
-	if _, err := conn.Exec(ctx, `CREATE SCHEMA `+schema); err != nil {
-		t.Fatalf("create schema: %v", err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, databaseURL())
-		if err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, `DROP SCHEMA `+schema+` CASCADE`); err != nil {
-			t.Errorf("drop schema %s: %v", schema, err)
-		}
-	})
-	return schema
-}
-
-func openPool(ctx context.Context, schema string) (*pgxpool.Pool, error) {
-	cfg, err := pgxpool.ParseConfig(databaseURL())
+// openPool opens another pool on url, a schema's URL from newBilling.
+func openPool(ctx context.Context, url string) (*pgxpool.Pool, error) {
+	cfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		return nil, err
 	}
-	cfg.ConnConfig.RuntimeParams["search_path"] = schema
 	cfg.MaxConns = 8
 	return pgxpool.NewWithConfig(ctx, cfg)
 }
 
 // newBilling returns a migrated billing store in a fresh schema with the
-// test plans synced, and the schema's name.
+// test plans synced, and the schema's database URL.
 func newBilling(t *testing.T, cfg *config.Config) (*billing.Store, string) {
 	t.Helper()
-	ctx := testCtx(t)
-	schema := newSchema(t)
-	pool, err := openPool(ctx, schema)
-	if err != nil {
-		t.Fatalf("pool: %v", err)
-	}
-	t.Cleanup(pool.Close)
-	if err := billing.Migrate(ctx, pool); err != nil {
-		t.Fatalf("migrate: %v", err)
-	}
+	pool, url := billingtest.NewPool(t)
 	s := billing.New(pool)
-	if _, err := s.SyncPlans(ctx, cfg.Plans, cfg.Features); err != nil {
+	if _, err := s.SyncPlans(testCtx(t), cfg.Plans, cfg.Features); err != nil {
 		t.Fatalf("sync plans: %v", err)
 	}
-	return s, schema
+	return s, url
 }
 
 func testConfig(t *testing.T) *config.Config {

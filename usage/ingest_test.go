@@ -120,8 +120,8 @@ func ingestMux(h http.Handler) *http.ServeMux {
 
 func TestIngestStoreDown(t *testing.T) {
 	cfg := testConfig(t)
-	_, schema := newBilling(t, cfg)
-	pool, err := openPool(testCtx(t), schema)
+	_, dbURL := newBilling(t, cfg)
+	pool, err := openPool(testCtx(t), dbURL)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -10,6 +10,7 @@ import (
 	"github.com/redis/go-redis/v9"
 
 	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/internal/redistest"
 	"github.com/tollgate/tollgate/usage"
 )
 
@@ -29,14 +30,14 @@ func TestMain(m *testing.M) {
 func flusherHelper() int {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	opt, err := redis.ParseURL(redisURL())
+	opt, err := redis.ParseURL(redistest.URL())
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2
 	}
 	rdb := redis.NewClient(opt)
 	defer rdb.Close()
-	pool, err := openPool(ctx, os.Getenv("TOLLGATE_USAGE_TEST_SCHEMA"))
+	pool, err := openPool(ctx, os.Getenv("TOLLGATE_USAGE_TEST_DATABASE_URL"))
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 2

@@ -68,28 +68,52 @@ func NewSchema(t testing.TB) string {
 	return url + sep + "search_path=" + schema
 }
 
-// NewStore migrates a fresh schema and seeds cfg's plans into it. It fails
-// the test when PostgreSQL is not there: a billing test that skips proves
-// nothing.
-func NewStore(t testing.TB, cfg *config.Config) *billing.Store {
+// Option adjusts the pool NewPool and NewStore open.
+type Option func(*pgxpool.Config)
+
+// MaxConns caps the pool at n connections instead of 8.
+func MaxConns(n int32) Option {
+	return func(c *pgxpool.Config) { c.MaxConns = n }
+}
+
+// NewPool opens a pool on a fresh schema (see NewSchema) and migrates it.
+// It returns the schema's database URL too, for a second pool or another
+// process on the same data. The pool is closed before the schema is
+// dropped.
+func NewPool(t testing.TB, opts ...Option) (*pgxpool.Pool, string) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	pcfg, err := pgxpool.ParseConfig(NewSchema(t))
+	url := NewSchema(t)
+	pcfg, err := pgxpool.ParseConfig(url)
 	if err != nil {
 		t.Fatal(err)
 	}
 	pcfg.MaxConns = 8
+	for _, o := range opts {
+		o(pcfg)
+	}
 	pool, err := pgxpool.NewWithConfig(ctx, pcfg)
 	if err != nil {
 		t.Fatalf("pool: %v", err)
 	}
-	t.Cleanup(pool.Close)
+	t.Cleanup(pool.Close) // cleanups run LIFO: before the schema drop
 	if err := billing.Migrate(ctx, pool); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
+	return pool, url
+}
+
+// NewStore is a store on NewPool with cfg's plans synced (none when cfg is
+// nil). It fails the test when PostgreSQL is not there: a billing test that
+// skips proves nothing.
+func NewStore(t testing.TB, cfg *config.Config, opts ...Option) *billing.Store {
+	t.Helper()
+	pool, _ := NewPool(t, opts...)
 	db := billing.New(pool)
 	if cfg != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
 		if _, err := db.SyncPlans(ctx, cfg.Plans, cfg.Features); err != nil {
 			t.Fatalf("sync plans: %v", err)
 		}

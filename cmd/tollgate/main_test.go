@@ -3,7 +3,6 @@ package main
 import (
 	"bytes"
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -13,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/billing/billingtest"
+	"github.com/tollgate/tollgate/internal/redistest"
 )
 
 func freeAddr(t *testing.T) string {
@@ -27,13 +26,6 @@ func freeAddr(t *testing.T) string {
 	return ln.Addr().String()
 }
 
-func redisURL() string {
-	if u := os.Getenv("TOLLGATE_TEST_REDIS_URL"); u != "" {
-		return u
-	}
-	return "redis://127.0.0.1:6379/0"
-}
-
 // TestServeAnswersHealthzOnBothListeners runs the real command in-process:
 // demo upstream, proxy and API, then stops it with its context.
 func TestServeAnswersHealthzOnBothListeners(t *testing.T) {
@@ -41,7 +33,8 @@ func TestServeAnswersHealthzOnBothListeners(t *testing.T) {
 	t.Setenv("TOLLGATE_UPSTREAM_URL", "http://"+demoAddr)
 	t.Setenv("TOLLGATE_LISTEN", proxyAddr)
 	t.Setenv("TOLLGATE_API_LISTEN", apiAddr)
-	t.Setenv("TOLLGATE_REDIS_URL", redisURL())
+	redistest.NewClient(t) // a clear failure when Redis is missing, not a health timeout
+	t.Setenv("TOLLGATE_REDIS_URL", redistest.URL())
 	t.Setenv("TOLLGATE_ADMIN_TOKEN", "t0ken")
 	t.Setenv("TOLLGATE_DATABASE_URL", billingtest.NewSchema(t))
 
@@ -135,23 +128,8 @@ func TestUnknownCommand(t *testing.T) {
 }
 
 func TestMigrateIsIdempotent(t *testing.T) {
-	base := os.Getenv("TOLLGATE_TEST_DATABASE_URL")
-	if base == "" {
-		base = "postgres://postgres@127.0.0.1:5432/test?sslmode=disable"
-	}
 	ctx := context.Background()
-	pool, err := billing.Connect(ctx, base)
-	if err != nil {
-		t.Fatalf("PostgreSQL at %s is required for this test (run scripts/services.sh): %v", base, err)
-	}
-	defer pool.Close()
-	schema := fmt.Sprintf("tg_test_migrate_%d", time.Now().UnixNano())
-	if _, err := pool.Exec(ctx, "CREATE SCHEMA "+schema); err != nil {
-		t.Fatal(err)
-	}
-	defer pool.Exec(ctx, "DROP SCHEMA "+schema+" CASCADE")
-
-	url := base + "&search_path=" + schema
+	url := billingtest.NewSchema(t) // empty: migrate has everything to apply
 	var out bytes.Buffer
 	if err := run(ctx, []string{"migrate", "--database", url}, &out, io.Discard); err != nil {
 		t.Fatalf("first migrate: %v", err)
@@ -177,7 +155,8 @@ func TestBillingRunsTheAPIAlone(t *testing.T) {
 	proxyAddr, apiAddr := freeAddr(t), freeAddr(t)
 	t.Setenv("TOLLGATE_LISTEN", proxyAddr)
 	t.Setenv("TOLLGATE_API_LISTEN", apiAddr)
-	t.Setenv("TOLLGATE_REDIS_URL", redisURL())
+	redistest.NewClient(t) // a clear failure when Redis is missing, not a health timeout
+	t.Setenv("TOLLGATE_REDIS_URL", redistest.URL())
 	t.Setenv("TOLLGATE_ADMIN_TOKEN", "t0ken")
 	t.Setenv("TOLLGATE_DATABASE_URL", billingtest.NewSchema(t))
 
