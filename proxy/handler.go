@@ -443,10 +443,13 @@ func parseMessage(s string) messageTemplate {
 		}
 		if slot, ok := placeholders[s[i:i+j+1]]; ok {
 			t = append(t, messagePart{text: s[:i]}, messagePart{slot: slot})
-		} else {
-			t = append(t, messagePart{text: s[:i+j+1]})
+			s = s[i+j+1:]
+			continue
 		}
-		s = s[i+j+1:]
+		// Not a placeholder: keep the brace and look again right after
+		// it, so "{{limit}}" still finds "{limit}".
+		t = append(t, messagePart{text: s[:i+1]})
+		s = s[i+1:]
 	}
 	return t
 }

@@ -80,26 +80,13 @@ func (in *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "unauthorized", "a valid admin bearer token is required")
 		return
 	}
-	var wb wireBatch
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxIngestBody))
-	if err := dec.Decode(&wb); err != nil {
+	b, err := decodeBatch(http.MaxBytesReader(w, r.Body, maxIngestBody))
+	if err != nil {
 		var tooBig *http.MaxBytesError
 		if errors.As(err, &tooBig) {
 			writeError(w, http.StatusRequestEntityTooLarge, "body_too_large", fmt.Sprintf("a batch is at most %d bytes", maxIngestBody))
 			return
 		}
-		writeError(w, http.StatusBadRequest, "invalid_batch", "body is not a JSON batch: "+err.Error())
-		return
-	}
-	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
-		writeError(w, http.StatusBadRequest, "invalid_batch", "body must hold exactly one JSON object")
-		return
-	}
-	b, err := wb.batch()
-	if err == nil {
-		err = b.Validate()
-	}
-	if err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_batch", err.Error())
 		return
 	}
@@ -122,6 +109,29 @@ func (in *Ingest) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		Applied bool `json:"applied"`
 		Items   int  `json:"items"`
 	}{applied, len(b.Items)})
+}
+
+// decodeBatch reads exactly one JSON batch and validates it. Every error
+// but the reader's own (a body over the limit) says what is wrong in terms
+// of the wire format.
+func decodeBatch(r io.Reader) (Batch, error) {
+	var wb wireBatch
+	dec := json.NewDecoder(r)
+	if err := dec.Decode(&wb); err != nil {
+		var tooBig *http.MaxBytesError
+		if errors.As(err, &tooBig) {
+			return Batch{}, err
+		}
+		return Batch{}, fmt.Errorf("body is not a JSON batch: %w", err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return Batch{}, errors.New("body must hold exactly one JSON object")
+	}
+	b, err := wb.batch()
+	if err == nil {
+		err = b.Validate()
+	}
+	return b, err
 }
 
 func (in *Ingest) authorized(r *http.Request) bool {
