@@ -25,8 +25,12 @@ if d < 0 then
   end
 end
 local v = redis.call('INCRBY', key, d)
-local ttl = tonumber(ARGV[2])
-if d > 0 and ttl > 0 then
-  redis.call('EXPIRE', key, ttl)
+-- Every TTL sent for a counter ends at the same instant (its period's end
+-- plus a week), so it is set once, by the increment that created the key.
+if d > 0 and v == d then
+  local ttl = tonumber(ARGV[2])
+  if ttl > 0 then
+    redis.call('EXPIRE', key, ttl)
+  end
 end
 return v

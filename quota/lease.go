@@ -383,3 +383,16 @@ func appendCounterKey(b []byte, tenantID string, fi *featureInfo, periodStart in
 	}
 	return b
 }
+
+func replyString(res []any, i int) string {
+	if i >= len(res) {
+		return ""
+	}
+	switch v := res[i].(type) {
+	case string:
+		return v
+	case int64:
+		return strconv.FormatInt(v, 10)
+	}
+	return ""
+}

@@ -5,8 +5,6 @@ import (
 	_ "embed"
 	"errors"
 	"fmt"
-	"strconv"
-	"sync"
 
 	"github.com/redis/go-redis/v9"
 
@@ -17,10 +15,12 @@ var (
 	//go:embed reserve.lua
 	reserveSrc    string
 	reserveScript = redis.NewScript(reserveSrc)
+	reserveCall   = newIntScript(reserveScript, reserveSrc)
 
 	//go:embed adjust.lua
 	adjustSrc    string
 	adjustScript = redis.NewScript(adjustSrc)
+	adjustCall   = newIntScript(adjustScript, adjustSrc)
 )
 
 // Script reply codes beyond the Outcome values.
@@ -82,43 +82,46 @@ func (s *Store) Reserve(ctx context.Context, c *Check, d *Decision) error {
 		return s.reserveLease(ctx, c, d, fi, m, amount)
 	}
 
-	ent := entKey(c.TenantID)
-	sc := scratchPool.Get().(*scratch)
-	defer sc.release()
-	args := append(sc.args[:0], zeroAnchor, amount, oneArg, modeArgs[m], int64(0), emptyArg)
+	sa := getScriptArgs()
+	defer sa.release()
+	_, entArg := boxedString(appendEntKey(sa.buf[:0], c.TenantID))
+	// argv holds the script's ARGV from index 0; see reserve.lua.
+	args := append(sa.args[:0], nil, nil, twoArg, entArg, entArg,
+		zeroAnchor, boxedInt(amount), oneArg, modeArgs[m], int64(0), emptyArg)
 	for _, f := range c.Flags {
 		if f != nil {
 			args = append(args, s.info(f).flagField)
 		}
 	}
-	keys := sc.keys[:]
-	keys[0], keys[1] = ent, ent
+	argv := args[argKeys+2:]
 
 	for range maxAnchorRetries {
 		anchorArg, anchor := s.anchorOf(c.TenantID)
 		sm := m
 		if fi != nil {
-			args[2] = fi.grace
-			args[5] = fi.limitField
+			argv[2] = fi.grace
+			argv[5] = fi.limitField
+			var start int64
 			if fi.f.Kind == config.Metered {
 				now := s.now()
-				start, end := Period(anchor, now)
+				ps, end := Period(anchor, now)
+				start = ps.Unix()
 				d.Reset = end
-				d.key = counterKey(c.TenantID, fi, start.Unix())
-				args[0] = anchorArg
-				args[4] = counterTTL(end, now)
+				argv[0] = anchorArg
+				argv[4] = boxedInt(counterTTL(end, now))
 				if sm != modeDelete {
 					sm += modeMetered
 				}
-			} else {
-				d.key = counterKey(c.TenantID, fi, 0)
 			}
-			keys[1] = d.key
-			args[3] = modeArgs[sm]
+			var keyArg any
+			// The buffer is free again: boxedString keeps its own copy.
+			d.key, keyArg = boxedString(appendCounterKey(sa.buf[:0], c.TenantID, fi, start))
+			args[argKeys+1] = keyArg
+			argv[3] = modeArgs[sm]
 		}
 		d.mode = m
 
-		res, err := reserveScript.Run(ctx, s.rdb, keys, args...).Slice()
+		res, err := reserveCall.runSlice(ctx, s.rdb, args)
 		if err != nil {
 			s.failed(c, d)
 			return fmt.Errorf("quota reserve: %w", err)
@@ -138,39 +141,24 @@ func (s *Store) Reserve(ctx context.Context, c *Check, d *Decision) error {
 
 var (
 	oneArg   any = "1"
+	twoArg   any = 2
 	emptyArg any = ""
 )
 
-// scratch holds one Reserve's script keys and arguments. go-redis copies
-// them into its command, so they can be reused as soon as Run returns;
-// pooling saves the two allocations they would cost as escaping locals.
-type scratch struct {
-	args [12]any
-	keys [2]string
-}
-
-var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
-
-func (sc *scratch) release() {
-	// Drop references so pooled buffers keep no tenant strings alive.
-	clear(sc.args[:])
-	sc.keys = [2]string{}
-	scratchPool.Put(sc)
+// appendEntKey is entKey into a caller's buffer.
+func appendEntKey(b []byte, tenantID string) []byte {
+	b = append(b, "tg:{"...)
+	b = append(b, tenantID...)
+	return append(b, "}:ent"...)
 }
 
 // apply fills d from the script's reply and returns the reply code. An
 // anchor mismatch updates the cache so the caller can retry.
-func (s *Store) apply(c *Check, d *Decision, res []any, amount int64) (int64, error) {
+func (s *Store) apply(c *Check, d *Decision, res []int64, amount int64) (int64, error) {
 	if len(res) < 4 {
 		return 0, fmt.Errorf("unexpected script reply %v", res)
 	}
-	code, ok1 := res[0].(int64)
-	cur, ok2 := res[1].(int64)
-	limit, ok3 := res[2].(int64)
-	ceiling, ok4 := res[3].(int64)
-	if !ok1 || !ok2 || !ok3 || !ok4 {
-		return 0, fmt.Errorf("unexpected script reply %v", res)
-	}
+	code, cur, limit, ceiling := res[0], res[1], res[2], res[3]
 	switch code {
 	case int64(Admitted):
 		d.Outcome = Admitted
@@ -182,24 +170,47 @@ func (s *Store) apply(c *Check, d *Decision, res []any, amount int64) (int64, er
 	case int64(OverLimit):
 		d.Outcome = OverLimit
 		d.Current, d.Limit, d.Ceiling = cur, limit, ceiling
-		d.PlanName = replyString(res, 4)
+		d.PlanName = s.planName(res)
 		d.Warning = warning(d.Feature, cur, limit)
 	case int64(Locked):
 		d.Outcome = Locked
-		d.PlanName = replyString(res, 4)
-		d.Feature = lockedFlag(c.Flags, replyInt(res, 5))
+		d.PlanName = s.planName(res)
+		d.Feature = lockedFlag(c.Flags, replyInt(res, 4))
 	case int64(UnknownTenant):
 		d.Outcome = UnknownTenant
 	case codeAnchorMismatch:
-		a, err := strconv.ParseInt(replyString(res, 4), 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("tenant %q has a malformed anchor: %w", c.TenantID, err)
+		if len(res) < 5 {
+			return 0, fmt.Errorf("unexpected script reply %v", res)
 		}
-		s.anchors.Store(c.TenantID, a)
+		s.anchors.Store(c.TenantID, res[4])
 	default:
 		return 0, fmt.Errorf("unexpected script reply code %d", code)
 	}
 	return code, nil
+}
+
+// planName decodes the plan's display name that over-limit and locked
+// replies carry from index 5 on, one byte per integer. A name of a
+// configured plan comes back as the configuration's own string, so a
+// tenant hammering its limit costs no allocation for it.
+func (s *Store) planName(res []int64) string {
+	if len(res) <= 5 {
+		return ""
+	}
+	var buf [64]byte
+	b := buf[:0]
+	for _, v := range res[5:] {
+		if v < 0 || v > 255 {
+			return ""
+		}
+		b = append(b, byte(v))
+	}
+	for _, p := range s.cfg.Plans {
+		if p != nil && p.Name == string(b) {
+			return p.Name
+		}
+	}
+	return string(b)
 }
 
 // failed applies the fail mode of the request's feature to d.
@@ -266,23 +277,9 @@ func lockedFlag(flags []*config.Feature, idx int64) *config.Feature {
 	return first
 }
 
-func replyString(res []any, i int) string {
-	if i >= len(res) {
-		return ""
-	}
-	switch v := res[i].(type) {
-	case string:
-		return v
-	case int64:
-		return strconv.FormatInt(v, 10)
-	}
-	return ""
-}
-
-func replyInt(res []any, i int) int64 {
+func replyInt(res []int64, i int) int64 {
 	if i >= len(res) {
 		return -1
 	}
-	v, _ := res[i].(int64)
-	return v
+	return res[i]
 }

@@ -104,8 +104,11 @@ func (s *Store) adjust(ctx context.Context, d *Decision, delta int64) {
 			return
 		}
 	}
-	keys := [1]string{d.key}
-	if err := adjustScript.Run(ctx, s.rdb, keys[:], delta, ttl, markerTTL).Err(); err != nil {
+	sa := getScriptArgs()
+	defer sa.release()
+	_, keyArg := boxedString(append(sa.buf[:0], d.key...))
+	args := append(sa.args[:0], nil, nil, oneKeyArg, keyArg, boxedInt(delta), boxedInt(ttl), markerTTLArg)
+	if _, err := adjustCall.runInt(ctx, s.rdb, args); err != nil {
 		s.log.Warn("quota adjust failed; kept for reconcile",
 			zap.String("key", d.key), zap.Int64("delta", delta), zap.Error(err))
 		s.addPending(d.key, delta, d.expiry())
@@ -120,3 +123,8 @@ func (d *Decision) expiry() time.Time {
 	}
 	return d.Reset.Add(counterGrace)
 }
+
+var (
+	oneKeyArg    any = 1
+	markerTTLArg any = markerTTL
+)

@@ -1,0 +1,264 @@
+package proxy_test
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"strconv"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttputil"
+
+	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/internal/redistest"
+	"github.com/tollgate/tollgate/proxy"
+	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/tenant"
+)
+
+// BenchmarkHandlerLease compares, in one run, an unmetered request with a
+// metered one in exact mode and in lease mode (the example configuration
+// with mode: lease on messages), through the real handler: in-process
+// client and fasthttp upstream, real Redis. The tenant's message limit is
+// finite and far above what the run uses, so lease mode works below 50 % of
+// its limit. Metrics beside ns/op, which a loaded machine skews most:
+//
+//   - redis-calls/op: the client's round trips (a script call or a
+//     pipeline is one), background lease flushes included;
+//   - cpu-us/op: CPU time of this whole process (client, proxy, upstream,
+//     GC) per request, steadier than wall time when other work shares the
+//     cores;
+//   - redis-cpu-us/op: Redis' own CPU time per request, server-wide, so it
+//     only means something on a Redis nobody else uses
+//     (TOLLGATE_TEST_REDIS_URL pointing at a private one).
+//
+// The -parallel variants keep 16 requests per CPU in flight on the same
+// tenant (32 on 2 cores, the harness' connection count), so ns/op there is
+// the inverse of throughput and lease contention shows.
+func BenchmarkHandlerLease(b *testing.B) {
+	upSrv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if ctx.IsPost() {
+			ctx.SetStatusCode(fasthttp.StatusCreated)
+		}
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"ok":true}`)
+	}}
+	upLn, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	go func() { _ = upSrv.Serve(upLn) }()
+	defer func() { _ = upSrv.Shutdown() }()
+
+	exactYAML, err := os.ReadFile("../examples/pingback/tollgate.yaml")
+	if err != nil {
+		b.Fatal(err)
+	}
+	const metered = "  messages:\n    kind: metered\n"
+	leaseYAML := bytes.Replace(exactYAML, []byte(metered), []byte(metered+"    mode: lease\n"), 1)
+	if bytes.Equal(leaseYAML, exactYAML) {
+		b.Fatal("example configuration changed: cannot set mode: lease on messages")
+	}
+	env := map[string]string{"TOLLGATE_UPSTREAM_URL": "http://" + upLn.Addr().String(), "TOLLGATE_REDIS_URL": redistest.URL()}
+
+	rdb := newRedis(b)
+	calls := &callCounter{}
+	rdb.AddHook(calls)
+	ctx := context.Background()
+
+	type stack struct {
+		cfg    *config.Config
+		store  *quota.Store
+		client *fasthttp.HostClient
+	}
+	build := func(data []byte) *stack {
+		cfg, err := config.Parse("tollgate.yaml", data, func(k string) string { return env[k] })
+		if err != nil {
+			b.Fatal(err)
+		}
+		store := quota.New(rdb, cfg)
+		b.Cleanup(func() { _ = store.Close() })
+		resolver, err := tenant.NewResolver(ctx, cfg.Tenant, rdb)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { _ = resolver.Close() })
+		fwd, err := proxy.NewForwarder(cfg.Upstream)
+		if err != nil {
+			b.Fatal(err)
+		}
+		srv := proxy.NewServer(proxy.NewHandler(cfg, resolver, store, fwd).Serve, "bench")
+		ln := fasthttputil.NewInmemoryListener()
+		go func() { _ = srv.Serve(ln) }()
+		b.Cleanup(func() { _ = srv.Shutdown() })
+		return &stack{cfg: cfg, store: store, client: &fasthttp.HostClient{
+			Addr: "proxy", Dial: func(string) (net.Conn, error) { return ln.Dial() }, MaxConns: 64,
+		}}
+	}
+	exact, lease := build(exactYAML), build(leaseYAML)
+	if f := lease.cfg.FeatureByName["messages"]; f.Mode != config.ModeLease {
+		b.Fatalf("messages mode = %v, want lease", f.Mode)
+	}
+
+	tid := "ten_bench" + randomSuffix(b)
+	const limit = 1_000_000_000
+	if err := exact.store.PutEntitlement(ctx, quota.Entitlement{
+		TenantID: tid, Plan: exact.cfg.PlanBySlug["pro"], Limits: map[string]int64{"messages": limit},
+	}); err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { deleteTenantKeys(rdb, tid) })
+	key, err := tenant.IssueKey(ctx, rdb, tid)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { _ = tenant.RevokeKey(ctx, rdb, key) })
+
+	cases := []struct {
+		name, method, path string
+		status             int
+		st                 *stack
+	}{
+		{"unmetered", "GET", "/api/v1/agents", 200, exact},
+		{"metered-exact", "POST", "/api/v1/messages", 201, exact},
+		{"metered-lease", "POST", "/api/v1/messages", 201, lease},
+	}
+	newReq := func(method, path string) *fasthttp.Request {
+		req := fasthttp.AcquireRequest()
+		req.SetRequestURI("http://proxy" + path)
+		req.Header.SetMethod(method)
+		req.Header.Set("Authorization", "Bearer "+key)
+		if method == "POST" {
+			req.SetBodyString(`{"text":"hi"}`)
+		}
+		return req
+	}
+	for _, bc := range cases {
+		b.Run(bc.name, func(b *testing.B) {
+			req := newReq(bc.method, bc.path)
+			defer fasthttp.ReleaseRequest(req)
+			resp := fasthttp.AcquireResponse()
+			defer fasthttp.ReleaseResponse(resp)
+			b.ReportAllocs()
+			m := startMeasure(b, rdb, calls)
+			b.ResetTimer()
+			for i := 0; i < b.N; i++ {
+				if err := bc.st.client.Do(req, resp); err != nil {
+					b.Fatal(err)
+				}
+				if resp.StatusCode() != bc.status {
+					b.Fatalf("status %d: %s", resp.StatusCode(), resp.Body())
+				}
+			}
+			b.StopTimer()
+			m.report(b)
+		})
+	}
+	for _, bc := range cases {
+		b.Run(bc.name+"-parallel", func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetParallelism(16)
+			m := startMeasure(b, rdb, calls)
+			b.RunParallel(func(pb *testing.PB) {
+				req := newReq(bc.method, bc.path)
+				defer fasthttp.ReleaseRequest(req)
+				resp := fasthttp.AcquireResponse()
+				defer fasthttp.ReleaseResponse(resp)
+				for pb.Next() {
+					if err := bc.st.client.Do(req, resp); err != nil {
+						b.Error(err)
+						return
+					}
+					if resp.StatusCode() != bc.status {
+						b.Errorf("status %d: %s", resp.StatusCode(), resp.Body())
+						return
+					}
+				}
+			})
+			b.StopTimer()
+			m.report(b)
+		})
+	}
+
+	// Lease mode must still count: after its final report every admitted
+	// request is in the counter.
+	_ = lease.store.Close()
+	if n, err := exact.store.Usage(ctx, tid, exact.cfg.FeatureByName["messages"]); err != nil || n == 0 {
+		b.Fatalf("metered requests were not counted: %d %v", n, err)
+	}
+}
+
+// measure holds the counters at the start of a sub-benchmark.
+type measure struct {
+	rdb      *redis.Client
+	calls    *callCounter
+	n0       int64
+	cpu0     time.Duration
+	redisCPU time.Duration
+}
+
+func startMeasure(b *testing.B, rdb *redis.Client, calls *callCounter) *measure {
+	return &measure{rdb: rdb, calls: calls, n0: calls.n.Load(), cpu0: processCPU(b), redisCPU: redisCPU(b, rdb)}
+}
+
+func (m *measure) report(b *testing.B) {
+	n := float64(b.N)
+	b.ReportMetric(float64(m.calls.n.Load()-m.n0)/n, "redis-calls/op")
+	b.ReportMetric(float64(processCPU(b)-m.cpu0)/float64(time.Microsecond)/n, "cpu-us/op")
+	b.ReportMetric(float64(redisCPU(b, m.rdb)-m.redisCPU)/float64(time.Microsecond)/n, "redis-cpu-us/op")
+}
+
+// processCPU is the user and system CPU time of this process so far.
+func processCPU(b *testing.B) time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		b.Fatal(err)
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// redisCPU is Redis' used_cpu_user + used_cpu_sys (INFO cpu).
+func redisCPU(b *testing.B, rdb *redis.Client) time.Duration {
+	s, err := rdb.Info(context.Background(), "cpu").Result()
+	if err != nil {
+		b.Fatal(err)
+	}
+	var sum float64
+	for _, line := range strings.Split(s, "\n") {
+		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
+		if ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
+			f, err := strconv.ParseFloat(v, 64)
+			if err != nil {
+				b.Fatalf("INFO cpu %s: %v", k, err)
+			}
+			sum += f
+		}
+	}
+	return time.Duration(sum * float64(time.Second))
+}
+
+// callCounter counts the client's round trips.
+type callCounter struct{ n atomic.Int64 }
+
+func (c *callCounter) DialHook(next redis.DialHook) redis.DialHook { return next }
+
+func (c *callCounter) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+	return func(ctx context.Context, cmd redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmd)
+	}
+}
+
+func (c *callCounter) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+	return func(ctx context.Context, cmds []redis.Cmder) error {
+		c.n.Add(1)
+		return next(ctx, cmds)
+	}
+}

@@ -1,0 +1,150 @@
+package quota
+
+import (
+	"context"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/config"
+)
+
+// TestIntScriptFallsBackToEval: a script the server has never seen (as
+// after a restart or SCRIPT FLUSH) still runs, through EVAL.
+func TestIntScriptFallsBackToEval(t *testing.T) {
+	rdb := testClient(t)
+	ctx := context.Background()
+	// A unique source, so no earlier run can have loaded it.
+	key := "tg:{" + randomTenant(t) + "}:scripttest"
+	t.Cleanup(func() { rdb.Del(context.Background(), key) })
+	src := "-- " + key + "\nreturn {redis.call('INCRBY', KEYS[1], ARGV[1]), tonumber(ARGV[2])}"
+	is := newIntScript(redis.NewScript(src), src)
+
+	for i := range 2 { // the second call finds the script loaded by EVAL
+		args := []any{nil, nil, 1, key, 5, 7}
+		res, err := is.runSlice(ctx, rdb, args)
+		if err != nil || len(res) != 2 || res[0] != int64(5*(i+1)) || res[1] != 7 {
+			t.Fatalf("call %d: %v %v", i, res, err)
+		}
+	}
+
+	isrc := "-- " + key + " int\nreturn redis.call('INCRBY', KEYS[1], ARGV[1])"
+	ii := newIntScript(redis.NewScript(isrc), isrc)
+	n, err := ii.runInt(ctx, rdb, []any{nil, nil, 1, key, 1})
+	if err != nil || n != 11 {
+		t.Fatalf("runInt: %d %v, want 11", n, err)
+	}
+}
+
+// TestReservePlanNameInReply: over-limit and locked replies carry any plan
+// name byte for byte, also one the configuration does not know.
+func TestReservePlanNameInReply(t *testing.T) {
+	rdb := testClient(t)
+	tc := newTestConfig()
+	s := newStore(t, rdb, tc.Config)
+	ctx := context.Background()
+
+	for _, name := range []string{"Free", "Équipe ✓ \"beta\"", strings.Repeat("Enterprise ", 10), ""} {
+		id := newTenant(t, s, rdb, tc.PlanBySlug["free"], 0, map[string]int64{"messages": 0})
+		if err := rdb.HSet(ctx, entKey(id), "plan_name", name).Err(); err != nil {
+			t.Fatal(err)
+		}
+		d := mustReserve(t, s, &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1})
+		if d.Outcome != OverLimit || d.PlanName != name {
+			t.Errorf("over limit: %v %q, want %q", d.Outcome, d.PlanName, name)
+		}
+		d = mustReserve(t, s, &Check{TenantID: id, Flags: []*config.Feature{tc.integrations}})
+		if d.Outcome != Locked || d.PlanName != name || d.Feature != tc.integrations {
+			t.Errorf("locked: %v %q %v, want %q", d.Outcome, d.PlanName, d.Feature, name)
+		}
+	}
+}
+
+// TestReserveHashWithoutPlan: any entitlement hash means a known tenant,
+// even one missing the plan field the script reads first.
+func TestReserveHashWithoutPlan(t *testing.T) {
+	rdb := testClient(t)
+	tc := newTestConfig()
+	s := newStore(t, rdb, tc.Config)
+	ctx := context.Background()
+	id := newTenant(t, s, rdb, tc.PlanBySlug["free"], 0, nil)
+	if err := rdb.HDel(ctx, entKey(id), "plan").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if d := mustReserve(t, s, &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}); d.Outcome != Admitted || d.Current != 1 {
+		t.Errorf("without plan field: %v %d, want admitted 1", d.Outcome, d.Current)
+	}
+	if d := mustReserve(t, s, &Check{TenantID: randomTenant(t), Meter: fixed(tc.messages, 1), Amount: 1}); d.Outcome != UnknownTenant {
+		t.Errorf("no hash: %v, want unknown tenant", d.Outcome)
+	}
+}
+
+// TestReserveAnchorText: an anchor written in another decimal form is the
+// same anchor; one that is no integer fails the request with the fail mode.
+func TestReserveAnchorText(t *testing.T) {
+	rdb := testClient(t)
+	tc := newTestConfig()
+	clock := newFakeClock(utc(2025, 5, 14, 12, 0, 0))
+	s := newStore(t, rdb, tc.Config, WithClock(clock.Now))
+	ctx := context.Background()
+	anchor := utc(2025, 1, 10, 0, 0, 0).Unix()
+	id := newTenant(t, s, rdb, tc.PlanBySlug["free"], anchor, nil)
+	c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
+
+	if err := rdb.HSet(ctx, entKey(id), "anchor", "00"+strconv.FormatInt(anchor, 10)).Err(); err != nil {
+		t.Fatal(err)
+	}
+	d := mustReserve(t, s, c)
+	if want := utc(2025, 6, 10, 0, 0, 0); d.Outcome != Admitted || !d.Reset.Equal(want) {
+		t.Errorf("padded anchor: %v reset %s, want admitted, %s", d.Outcome, d.Reset, want)
+	}
+
+	if err := rdb.HSet(ctx, entKey(id), "anchor", "soon").Err(); err != nil {
+		t.Fatal(err)
+	}
+	var bad Decision
+	if err := s.Reserve(ctx, c, &bad); err == nil || bad.Outcome != FailedOpen {
+		t.Errorf("malformed anchor: %v %v, want an error and failed open", bad.Outcome, err)
+	}
+}
+
+// TestReserveSetsTTLOnCreate: the counter gets its TTL from the reserve
+// that creates it, with a finite limit and unlimited alike.
+func TestReserveSetsTTLOnCreate(t *testing.T) {
+	rdb := testClient(t)
+	tc := newTestConfig()
+	clock := newFakeClock(utc(2025, 5, 14, 12, 0, 0))
+	s := newStore(t, rdb, tc.Config, WithClock(clock.Now))
+	want := utc(2025, 6, 1, 0, 0, 0).Add(counterGrace).Sub(clock.Now())
+	for _, plan := range []string{"free", "pro"} {
+		id := newTenant(t, s, rdb, tc.PlanBySlug[plan], 0, nil)
+		c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
+		for range 3 {
+			mustReserve(t, s, c)
+		}
+		key := counterKey(id, s.info(tc.messages), utc(2025, 5, 1, 0, 0, 0).Unix())
+		checkTTL(t, rdb, key, want)
+		if n := usage(t, s, id, tc.messages); n != 3 {
+			t.Errorf("%s: usage %d, want 3", plan, n)
+		}
+	}
+}
+
+func TestBoxedCaches(t *testing.T) {
+	for i := range 20000 {
+		want := "tg:{t" + strconv.Itoa(i) + "}:ent"
+		s, v := boxedString([]byte(want))
+		if s != want || v.(string) != want {
+			t.Fatalf("boxedString(%q) = %q, %v", want, s, v)
+		}
+	}
+	for _, n := range []int64{0, 1, 255, 256, 512, -1, -256, 1 << 40, 1<<40 + 256, 3_000_000} {
+		for range 2 {
+			if v := boxedInt(n); v.(int64) != n {
+				t.Fatalf("boxedInt(%d) = %v", n, v)
+			}
+		}
+	}
+}

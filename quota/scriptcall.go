@@ -1,0 +1,103 @@
+package quota
+
+import (
+	"context"
+	"errors"
+	"sync"
+
+	"github.com/redis/go-redis/v9"
+)
+
+// intScript runs a Lua script whose reply is integers only, with fewer
+// allocations than redis.Script.Run: the caller hands over the complete
+// argument list (EVALSHA, hash and key count included, from a pooled
+// buffer with pre-boxed values) instead of go-redis copying and boxing it
+// into a new one, and the reply is read as []int64 (IntSliceCmd) or int64
+// (IntCmd) instead of an []any with every element boxed.
+type intScript struct {
+	hash any // SHA1 of the source, boxed
+	src  any // the source, boxed, for EVAL when the server lacks the script
+}
+
+func newIntScript(s *redis.Script, src string) *intScript {
+	return &intScript{hash: s.Hash(), src: src}
+}
+
+// processor is the part of redis.UniversalClient a script call needs.
+type processor interface {
+	Process(ctx context.Context, cmd redis.Cmder) error
+}
+
+var (
+	evalshaArg any = "evalsha"
+	evalArg    any = "eval"
+)
+
+// Positions in a script call's argument list.
+const (
+	argCmd     = 0
+	argScript  = 1
+	argNumKeys = 2
+	argKeys    = 3
+)
+
+// runSlice runs the script and returns its array reply. args must start with
+// argKeys placeholders, then the key count, keys and ARGV. args is only
+// read during the call: go-redis has written it out once the reply is
+// read, so the caller may reuse it afterwards.
+func (is *intScript) runSlice(ctx context.Context, c processor, args []any) ([]int64, error) {
+	args[argCmd], args[argScript] = evalshaArg, is.hash
+	cmd := redis.NewIntSliceCmd(ctx, args...)
+	cmd.SetFirstKeyPos(argKeys)
+	_ = c.Process(ctx, cmd)
+	res, err := cmd.Result()
+	if isNoScript(err) {
+		args[argCmd], args[argScript] = evalArg, is.src
+		cmd = redis.NewIntSliceCmd(ctx, args...)
+		cmd.SetFirstKeyPos(argKeys)
+		_ = c.Process(ctx, cmd)
+		res, err = cmd.Result()
+	}
+	return res, err
+}
+
+// runInt runs the script and returns its integer reply; args as for
+// runSlice.
+func (is *intScript) runInt(ctx context.Context, c processor, args []any) (int64, error) {
+	args[argCmd], args[argScript] = evalshaArg, is.hash
+	cmd := redis.NewIntCmd(ctx, args...)
+	cmd.SetFirstKeyPos(argKeys)
+	_ = c.Process(ctx, cmd)
+	res, err := cmd.Result()
+	if isNoScript(err) {
+		args[argCmd], args[argScript] = evalArg, is.src
+		cmd = redis.NewIntCmd(ctx, args...)
+		cmd.SetFirstKeyPos(argKeys)
+		_ = c.Process(ctx, cmd)
+		res, err = cmd.Result()
+	}
+	return res, err
+}
+
+// isNoScript reports the server not knowing a script yet (first call after
+// a restart or SCRIPT FLUSH).
+func isNoScript(err error) bool {
+	return err != nil && (errors.Is(err, redis.ErrNoScript) || redis.HasErrorPrefix(err, "NOSCRIPT"))
+}
+
+// scriptArgs is one script call's argument list and key-building buffer,
+// pooled so a call allocates neither.
+type scriptArgs struct {
+	args [20]any
+	buf  [128]byte
+}
+
+var scriptArgsPool = sync.Pool{New: func() any { return new(scriptArgs) }}
+
+func getScriptArgs() *scriptArgs { return scriptArgsPool.Get().(*scriptArgs) }
+
+func (sa *scriptArgs) release() {
+	// Drop references so pooled buffers keep no tenant strings alive.
+	clear(sa.args[:])
+	scriptArgsPool.Put(sa)
+}
