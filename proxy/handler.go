@@ -94,6 +94,8 @@ var healthzPath = []byte("/healthz")
 // its response hook bound once, so a metered request costs no closure
 // allocation; the forwarder calls the hook before Forward returns.
 type requestState struct {
+	check    quota.Check
+	flags    [4]*config.Feature
 	decision quota.Decision
 	meter    *config.Meter
 	// amount is what the route meters for this request, resolved before
@@ -161,8 +163,12 @@ func (h *Handler) serveMetered(ctx *fasthttp.RequestCtx, tenantID string, route 
 		}
 	}
 
-	var flagsBuf [4]*config.Feature
-	check := quota.Check{TenantID: tenantID, Meter: route.Meter, Flags: flagsBuf[:0]}
+	// The check lives in the pooled state: passed through the QuotaStore
+	// interface it would otherwise escape, with its flags, to the heap.
+	st := statePool.Get().(*requestState)
+	defer statePool.Put(st)
+	check := &st.check
+	*check = quota.Check{TenantID: tenantID, Meter: route.Meter, Flags: st.flags[:0]}
 	for i := range route.Require {
 		req := &route.Require[i]
 		if req.When != nil {
@@ -191,13 +197,11 @@ func (h *Handler) serveMetered(ctx *fasthttp.RequestCtx, tenantID string, route 
 		}
 	}
 
-	st := statePool.Get().(*requestState)
-	defer statePool.Put(st)
 	st.meter, st.amount, st.charged, st.chargeErr = route.Meter, check.Amount, 0, false
 	d := &st.decision
 	// The Redis client's own read/write/pool timeouts bound this call, so
 	// a stalled Redis cannot hold the request past them.
-	if err := h.quota.Reserve(ctx, &check, d); err != nil {
+	if err := h.quota.Reserve(ctx, check, d); err != nil {
 		h.log.Warn("quota reserve failed", zap.String("tenant", tenantID), zap.Error(err))
 	}
 
