@@ -90,7 +90,7 @@ func (f *Forwarder) forwardWebSocket(ctx *fasthttp.RequestCtx, hook ResponseHook
 	rh := &ctx.Response.Header
 	if status != fasthttp.StatusSwitchingProtocols {
 		resp.Header.CopyTo(rh)
-		fwdStripHopByHop(rh, scratch)
+		fwdStripHopByHop(rh, scratch, fwdSeenAll)
 		if hook != nil {
 			hook(status, rh)
 		}
@@ -100,7 +100,7 @@ func (f *Forwarder) forwardWebSocket(ctx *fasthttp.RequestCtx, hook ResponseHook
 
 	upUpgrade := append([]byte(nil), resp.Header.Peek(fasthttp.HeaderUpgrade)...)
 	resp.Header.CopyTo(rh)
-	fwdStripHopByHop(rh, scratch)
+	fwdStripHopByHop(rh, scratch, fwdSeenAll)
 	rh.Set(fasthttp.HeaderConnection, "Upgrade")
 	if len(upUpgrade) > 0 {
 		rh.SetBytesV(fasthttp.HeaderUpgrade, upUpgrade)
