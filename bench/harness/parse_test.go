@@ -2,6 +2,7 @@ package harness
 
 import (
 	"os"
+	"strings"
 	"testing"
 
 	"github.com/tollgate/tollgate/bench/loadgen"
@@ -29,11 +30,15 @@ func TestParseGoBench(t *testing.T) {
 		t.Fatal(err)
 	}
 	got := parseGoBench(string(b))
-	if len(got) != 2 {
+	if len(got) != 3 {
 		t.Fatalf("got %+v", got)
 	}
-	if g := got[1]; g.Name != "BenchmarkHandler/metered-exact-2" || g.N != 20000 || g.NsPerOp != 101917 || g.BytesPerOp != 544 || g.AllocsPerOp != 12 {
+	if g := got[1]; g.Package != "github.com/tollgate/tollgate/proxy" || g.Name != "BenchmarkHandler/metered-exact-2" ||
+		g.N != 20000 || g.NsPerOp != 101917 || g.BytesPerOp != 544 || g.AllocsPerOp != 12 || g.Metrics != nil {
 		t.Fatalf("metered line %+v", g)
+	}
+	if g := got[2]; g.AllocsPerOp != 1 || g.BytesPerOp != 29 || g.Metrics["redis-calls/op"] != 0.00015 || g.Metrics["cpu-us/op"] != 26.41 || len(g.Metrics) != 3 {
+		t.Fatalf("custom metrics line %+v", g)
 	}
 }
 
@@ -110,5 +115,66 @@ func TestOptionsValidation(t *testing.T) {
 	o := Options{Generator: "go"}
 	if err := o.fill(); err != nil || len(o.Scenarios) != len(AllScenarios) || o.Duration <= 0 {
 		t.Fatalf("defaults: %v %+v", err, o)
+	}
+}
+
+func TestBenchBase(t *testing.T) {
+	for in, want := range map[string]string{
+		"BenchmarkHandler/unmetered-2":      "BenchmarkHandler/unmetered",
+		"BenchmarkHandler/metered-exact-16": "BenchmarkHandler/metered-exact",
+		"BenchmarkRouterMatch":              "BenchmarkRouterMatch",
+		"BenchmarkHandler/metered-exact":    "BenchmarkHandler/metered-exact",
+		"BenchmarkReserveLeaseParallel-2":   "BenchmarkReserveLeaseParallel",
+	} {
+		if got := benchBase(in); got != want {
+			t.Errorf("benchBase(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestCheckTargets(t *testing.T) {
+	run := func(target string, rps float64) TargetRun {
+		return TargetRun{Target: target, Load: loadgen.Result{RPS: rps}}
+	}
+	full := func() *Report {
+		pass := ScenarioResult{Name: "passthrough", Runs: []TargetRun{run("direct", 100), run("nginx", 50), run("tollgate", 60)}}
+		pass.Runs[0].Paced = &loadgen.Result{LatencyUS: loadgen.Latency{P99: 1000}}
+		pass.Runs[2].Paced = &loadgen.Result{LatencyUS: loadgen.Latency{P99: 1500}}
+		met := ScenarioResult{Name: "metered", Runs: []TargetRun{run("tollgate", 30)}}
+		met.Runs[0].RoundTripsPerReq, met.Runs[0].MonitorRequests = 1, 200
+		lease := ScenarioResult{Name: "lease", Runs: []TargetRun{run("tollgate", 58)}}
+		lease.Runs[0].RedisCommandsPerReq = 0.001
+		multi := ScenarioResult{Name: "lease-multi", Runs: []TargetRun{run("tollgate x4", 29)}}
+		return &Report{Scenarios: []ScenarioResult{pass, met, lease, multi}, GoBench: []GoBench{
+			{Name: "BenchmarkRouterMatch-2"}, {Name: "BenchmarkResolveAPIKey-2"}, {Name: "BenchmarkResolveHeader-2", AllocsPerOp: 1},
+			{Name: "BenchmarkWriteHeaders-2"},
+		}}
+	}
+	for _, tc := range []struct {
+		name   string
+		rep    *Report
+		goRan  bool
+		wantOK string // Met of the nine targets, in order
+	}{
+		{"nothing measured", &Report{}, false, "n/a n/a n/a n/a n/a n/a n/a n/a n/a"},
+		{"full run", full(), true, "yes yes no yes yes yes yes no yes"},
+		{"go benchmarks skipped", full(), false, "yes yes no yes yes yes n/a n/a n/a"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			tc.rep.computeRatios()
+			tc.rep.checkTargets(tc.goRan)
+			var got []string
+			for _, c := range tc.rep.Targets {
+				got = append(got, c.Met)
+			}
+			if g := strings.Join(got, " "); g != tc.wantOK {
+				t.Fatalf("met %q, want %q\n%+v", g, tc.wantOK, tc.rep.Targets)
+			}
+		})
+	}
+	rep := full()
+	rep.computeRatios()
+	if v := rep.scenario("lease-multi").Ratios["over_single_instance_rps"]; v != 0.5 {
+		t.Fatalf("lease-multi over lease: %v", v)
 	}
 }

@@ -17,6 +17,9 @@ type Scenario struct {
 	Plan     string // plan of the scenario's tenants
 	Zipf     bool   // many tenants, Zipf-distributed
 	Multi    bool   // several Tollgate instances on one Redis
+	// Single names the one-instance scenario with the same traffic that a
+	// Multi scenario is compared with.
+	Single string
 	// Status is the answer every request should get.
 	Status int
 	// Paced adds an open-loop run at Options.Rate per target, for latency
@@ -26,6 +29,8 @@ type Scenario struct {
 
 var (
 	message = loadgen.Request{Method: "POST", Path: "/api/v1/messages", Body: `{"text":"hi"}`}
+	// call is message's traffic on the lease-mode feature's route.
+	call = loadgen.Request{Method: "POST", Path: "/api/v1/calls", Body: `{"text":"hi"}`}
 	// AllScenarios in the order they run.
 	AllScenarios = []Scenario{
 		{Name: "passthrough", Description: "unmetered route (GET /api/v1/agents): tenant from the key cache, no Redis call, forwarded",
@@ -33,6 +38,8 @@ var (
 			Plan: "bench", Status: 200, Paced: true},
 		{Name: "metered", Description: "metered counter below its limit (POST /api/v1/messages): one reserve script, forwarded",
 			Targets: []string{"tollgate"}, Sequence: []loadgen.Request{message}, Plan: "bench", Status: 201, Paced: true},
+		{Name: "lease", Description: "metered counter in lease mode below its limit (POST /api/v1/calls, `mode: lease`): admitted from the instance's leased chunk, about one lease script per chunk, forwarded",
+			Targets: []string{"tollgate"}, Sequence: []loadgen.Request{call}, Plan: "bench", Status: 201, Paced: true},
 		{Name: "gauge", Description: "gauge create then delete in turn (POST /api/v1/agents, DELETE /api/v1/agents/{id}): reserve on create, decrement after the 2xx of a delete",
 			Targets: []string{"tollgate"}, Sequence: []loadgen.Request{
 				{Method: "POST", Path: "/api/v1/agents", Body: `{"name":"a"}`},
@@ -43,7 +50,9 @@ var (
 		{Name: "zipf", Description: "metered POST /api/v1/messages from 1,000 tenants, keys picked per request with Zipf(s=1.1)",
 			Targets: []string{"tollgate"}, Sequence: []loadgen.Request{message}, Plan: "bench", Zipf: true, Status: 201},
 		{Name: "multi", Description: "metered POST /api/v1/messages spread over 4 Tollgate instances sharing one Redis",
-			Targets: []string{"tollgate"}, Sequence: []loadgen.Request{message}, Plan: "bench", Multi: true, Status: 201},
+			Targets: []string{"tollgate"}, Sequence: []loadgen.Request{message}, Plan: "bench", Multi: true, Single: "metered", Status: 201},
+		{Name: "lease-multi", Description: "lease-mode POST /api/v1/calls spread over 4 Tollgate instances sharing one Redis, each holding its own lease",
+			Targets: []string{"tollgate"}, Sequence: []loadgen.Request{call}, Plan: "bench", Multi: true, Single: "lease", Status: 201},
 	}
 )
 

@@ -11,7 +11,7 @@ import (
 	"time"
 )
 
-// TestHarnessSmoke runs the whole harness in its smallest mode (two
+// TestHarnessSmoke runs the whole harness in its smallest mode (three
 // scenarios, 1 s runs, the Go load generator, no nginx, no allocation
 // benchmark) so CI proves `make bench` works end to end. Redis is a private
 // redis-server when installed, else the test Redis, which must answer.
@@ -29,17 +29,18 @@ func TestHarnessSmoke(t *testing.T) {
 	var log strings.Builder
 	rep, err := Run(ctx, Options{
 		Root: "../..", OutDir: out, Duration: time.Second, Warmup: 200 * time.Millisecond, Connections: 4,
-		Scenarios: []string{"passthrough", "metered"}, Generator: "go", NoNginx: true, NoGoBench: true,
+		Scenarios: []string{"passthrough", "metered", "lease"}, Generator: "go", NoNginx: true, NoGoBench: true,
 		Rate: 200, SharedRedisURL: redisURL, Log: io.MultiWriter(&log),
 	})
 	if err != nil {
 		t.Fatalf("harness (needs Redis: a redis-server binary or %s): %v\n%s", redisURL, err, log.String())
 	}
-	if len(rep.Scenarios) != 2 {
+	if len(rep.Scenarios) != 3 {
 		t.Fatalf("scenarios %+v", rep.Scenarios)
 	}
-	pass, met := rep.scenario("passthrough"), rep.scenario("metered")
-	if pass == nil || met == nil || pass.run("direct") == nil || pass.run("tollgate") == nil || met.run("tollgate") == nil {
+	pass, met, lease := rep.scenario("passthrough"), rep.scenario("metered"), rep.scenario("lease")
+	if pass == nil || met == nil || lease == nil || pass.run("direct") == nil || pass.run("tollgate") == nil ||
+		met.run("tollgate") == nil || lease.run("tollgate") == nil {
 		t.Fatalf("missing runs: %+v", rep.Scenarios)
 	}
 	for _, s := range rep.Scenarios {
@@ -53,11 +54,27 @@ func TestHarnessSmoke(t *testing.T) {
 	if m.MonitorRequests != monitorRequests || m.RoundTripsPerReq < 1 || m.RoundTripCommands["evalsha"] == 0 {
 		t.Errorf("metered round trips: %+v", m)
 	}
+	// Far below the limit the lease path is local: not even one Redis
+	// command per request (exact mode runs 7), whatever the machine's load.
+	if l := lease.run("tollgate"); l.RedisCommandsPerReq >= 1 || l.RoundTripsPerReq >= 1 {
+		t.Errorf("lease: %.3f Redis commands/req, round trips %v", l.RedisCommandsPerReq, l.RoundTripCommands)
+	}
 	if _, ok := pass.Ratios["tollgate_over_direct_rps"]; !ok {
 		t.Errorf("ratios %v", pass.Ratios)
 	}
+	if _, ok := lease.Ratios["over_metered_exact_rps"]; !ok {
+		t.Errorf("lease ratios %v", lease.Ratios)
+	}
+	// Every target of the issue is listed; the Go benchmarks did not run.
+	byScenario := map[string]string{}
+	for _, c := range rep.Targets {
+		byScenario[c.Scenario] += c.Met + " "
+	}
+	if len(rep.Targets) != 9 || byScenario["go-bench"] != "n/a n/a n/a " || strings.Contains(byScenario["lease"], "n/a") {
+		t.Errorf("targets %+v", rep.Targets)
+	}
 	md, err := os.ReadFile(filepath.Join(out, "latest.md"))
-	if err != nil || !strings.Contains(string(md), "| metered | tollgate |") {
+	if err != nil || !strings.Contains(string(md), "| metered | tollgate |") || !strings.Contains(string(md), "| lease | tollgate |") {
 		t.Fatalf("latest.md: %v\n%s", err, md)
 	}
 	files, _ := filepath.Glob(filepath.Join(out, "*-metered.json"))

@@ -19,6 +19,8 @@ type createdTenant struct {
 	ID     string `json:"id"`
 	Plan   string `json:"plan"`
 	APIKey string `json:"api_key"`
+	// Pending: created, but not yet written through to Redis.
+	Pending bool `json:"-"`
 }
 
 // createTenants creates n tenants on plan through the admin API, as an
@@ -65,10 +67,45 @@ func createTenant(ctx context.Context, client *http.Client, apiAddr, token, plan
 	}
 	defer resp.Body.Close()
 	var t createdTenant
-	if err := json.NewDecoder(resp.Body).Decode(&t); err != nil || resp.StatusCode != http.StatusCreated || t.APIKey == "" {
-		return createdTenant{}, fmt.Errorf("create tenant: status %d, decode error %v", resp.StatusCode, err)
+	err = json.NewDecoder(resp.Body).Decode(&t)
+	switch {
+	case err == nil && resp.StatusCode == http.StatusCreated && t.APIKey != "":
+		return t, nil
+	case err == nil && resp.StatusCode == http.StatusServiceUnavailable && t.ID != "" && t.APIKey != "":
+		// Saved in PostgreSQL, but the write-through to Redis timed out
+		// (redis.timeout is 50 ms and a loaded machine misses it): the
+		// server writes it through later. waitWrittenThrough waits for that.
+		t.Pending = true
+		return t, nil
 	}
-	return t, nil
+	return createdTenant{}, fmt.Errorf("create tenant: status %d, decode error %v", resp.StatusCode, err)
+}
+
+// waitWrittenThrough waits, bounded, until every pending tenant's API key
+// and entitlement are in Redis, so no timed request meets an unknown key.
+func waitWrittenThrough(ctx context.Context, rdb *redis.Client, tenants []createdTenant) error {
+	deadline := time.Now().Add(30 * time.Second)
+	for _, t := range tenants {
+		if !t.Pending {
+			continue
+		}
+		keys := []string{"tg:apikey:" + tenant.HashKey(t.APIKey), "tg:{" + t.ID + "}:ent"}
+		for {
+			n, err := rdb.Exists(ctx, keys...).Result()
+			if err == nil && n == int64(len(keys)) {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("tenant %s not written through to Redis within 30 s (last error %v)", t.ID, err)
+			}
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("wait for tenant %s: %w", t.ID, ctx.Err())
+			case <-time.After(50 * time.Millisecond):
+			}
+		}
+	}
+	return nil
 }
 
 // deleteTenantKeys removes what the run wrote for these tenants from a
