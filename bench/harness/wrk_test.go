@@ -16,10 +16,19 @@ import (
 // TestWrkScripts runs wrk for real with both kinds of generated script, so
 // the Lua (static request, and request() with Zipf keys, a create/delete
 // sequence and several targets) is known to work. Without wrk installed the
-// harness uses the Go generator, so there is nothing to check.
+// harness must fall back to the Go generator and refuse an explicit wrk,
+// which is what is checked then.
 func TestWrkScripts(t *testing.T) {
 	if _, err := exec.LookPath("wrk"); err != nil {
-		t.Skip("wrk not installed; the harness uses the Go load generator")
+		auto := Options{Root: ".", Generator: "auto"}
+		if err := auto.fill(); err != nil || auto.Generator != "go" {
+			t.Fatalf("without wrk, auto picked %q (err %v), want the Go generator", auto.Generator, err)
+		}
+		explicit := Options{Root: ".", Generator: "wrk"}
+		if err := explicit.fill(); err == nil {
+			t.Fatal("BENCH_LOADGEN=wrk accepted without wrk installed")
+		}
+		return
 	}
 	var mu sync.Mutex
 	seen := map[string]int{}
