@@ -38,6 +38,12 @@ const (
 	// real APIs send large cookies and CSPs, so be generous.
 	fwdUpstreamReadBuffer = 16 << 10
 
+	// fwdLinger is how long the rest of a request body the upstream
+	// refused is read and dropped after its early answer went out, so the
+	// client reads that answer before a close with unread data resets the
+	// connection (net/http's server waits similarly).
+	fwdLinger = 500 * time.Millisecond
+
 	fwdMsgBadGateway = "The upstream API could not be reached."
 	fwdMsgTimeout    = "The upstream API did not answer in time."
 )
@@ -163,6 +169,9 @@ func (f *Forwarder) Forward(ctx *fasthttp.RequestCtx, body []byte, hook Response
 	}
 	conn, err := f.do(req, &x.resp)
 	clientErr := x.clientBody.err
+	// The upstream answered before taking the whole body (an early 413 or
+	// 401): the rest is still coming from the client.
+	unread := x.clientBody.r != nil && clientErr == nil && !x.clientBody.complete()
 	// The request is fully written (or abandoned): drop its references to
 	// the client's body right away.
 	req.Reset()
@@ -196,6 +205,11 @@ func (f *Forwarder) Forward(ctx *fasthttp.RequestCtx, body []byte, hook Response
 			x.resp.SwapBody(ctx.Response.SwapBody(x.resp.Body()))
 		}
 		x.release()
+		if unread {
+			// The server would close on the unread body at once, and the
+			// reset could cost the client the answer.
+			ctx.Hijack(fwdLingerClose)
+		}
 		return status, nil
 	}
 
@@ -254,7 +268,7 @@ func (f *Forwarder) prepareRequest(ctx *fasthttp.RequestCtx, x *fwdExchange, bod
 			}
 			req.SetBodyRaw(x.reqBody)
 		default:
-			x.clientBody = fwdClientBody{ctx: ctx, r: s}
+			x.clientBody = fwdClientBody{ctx: ctx, r: s, size: int64(size)}
 			req.SetBodyStream(&x.clientBody, size)
 		}
 	}
@@ -440,18 +454,47 @@ func (x *fwdExchange) release() {
 // the client's read deadline moving while bytes flow and remembers a
 // client-side failure so it is not blamed on the upstream.
 type fwdClientBody struct {
-	ctx *fasthttp.RequestCtx
-	r   io.Reader
-	err error
+	ctx  *fasthttp.RequestCtx
+	r    io.Reader
+	err  error
+	size int64 // -1 when chunked
+	n    int64 // bytes read
+	eof  bool
 }
 
 func (b *fwdClientBody) Read(p []byte) (int, error) {
 	_ = b.ctx.SetReadDeadline(time.Now().Add(fwdClientIdle))
 	n, err := b.r.Read(p)
-	if err != nil && err != io.EOF && b.err == nil {
+	b.n += int64(n)
+	if err == io.EOF {
+		b.eof = true
+	} else if err != nil && b.err == nil {
 		b.err = err
 	}
 	return n, err
+}
+
+// complete reports whether the whole body was read (a known-length body
+// may be read to its length without seeing EOF).
+func (b *fwdClientBody) complete() bool {
+	return b.eof || (b.size >= 0 && b.n >= b.size)
+}
+
+// fwdLingerClose ends a client connection whose request body was left
+// unread: it says it is done sending, then drops what the client still
+// sends for a while before the server closes it.
+func fwdLingerClose(c net.Conn) {
+	raw := c
+	if u, ok := c.(interface{ UnsafeConn() net.Conn }); ok {
+		raw = u.UnsafeConn()
+	}
+	if cw, ok := raw.(interface{ CloseWrite() error }); ok {
+		_ = cw.CloseWrite()
+	}
+	if err := c.SetReadDeadline(time.Now().Add(fwdLinger)); err != nil {
+		return
+	}
+	_, _ = io.Copy(io.Discard, c)
 }
 
 // fwdUpstreamBody is the upstream's response body on its way to the client.

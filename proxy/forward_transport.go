@@ -27,6 +27,11 @@ const fwdMaxInterim = 100
 
 var errFwdTooManyInterim = errors.New("forward: too many informational responses")
 
+// fwdEarlyAnswerWait bounds the wait for an answer the upstream may have
+// sent before it stopped reading the request body (see earlyAnswer): by
+// the time a write fails, such an answer has normally long arrived.
+const fwdEarlyAnswerWait = time.Second
+
 // fwdMaxAttempts: a request is sent at most twice, the second time only
 // when fwdRetryIf allows.
 const fwdMaxAttempts = 2
@@ -73,6 +78,9 @@ func fwdRoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp
 		return nil, false, errors.New("forward: upstream connection of unknown type")
 	}
 
+	fc.writeFailed = false
+	// Asked before the write, which closes a body stream.
+	large := fwdLargeRequest(req)
 	now := time.Now()
 	if fc.canAwait(conn, req, cc.LastUseTime(), now) {
 		err = fc.armWrite(now)
@@ -86,6 +94,14 @@ func fwdRoundTrip(hc *fasthttp.HostClient, req *fasthttp.Request, resp *fasthttp
 		err = fc.writeThenArm(hc, conn, req, now)
 	}
 	if err != nil {
+		if fc.writeFailed && large && fc.earlyAnswer(hc, conn, req, resp) {
+			// The upstream answered without reading the whole body (a 413,
+			// a 401): relay that, as Go's Transport does, instead of a 502.
+			// The rest of the body is not on the wire, so the connection
+			// cannot serve another request.
+			hc.CloseConn(cc)
+			return nil, false, nil
+		}
 		hc.CloseConn(cc)
 		if fwdIsTimeout(err) && !errors.Is(err, errFwdHeadTimeout) {
 			err = fasthttp.ErrTimeout
@@ -194,6 +210,48 @@ func fwdWriteRequest(hc *fasthttp.HostClient, conn net.Conn, req *fasthttp.Reque
 	return err
 }
 
+// fwdLargeRequest reports whether req's body is one an upstream may refuse
+// before reading it: streamed, or too large to sit in the socket buffers
+// at once. A failed write of a small request is a dead (pooled)
+// connection, not an early answer, and is left to the retry logic.
+func fwdLargeRequest(req *fasthttp.Request) bool {
+	// IsBodyStream first: Body would read a stream whole.
+	return req.IsBodyStream() || len(req.Body()) > fwdMaxBufferedRequest
+}
+
+// earlyAnswer tries to read a complete answer the upstream sent before it
+// stopped reading the request, once writing the request failed. It is best
+// effort: a reset may have made the kernel drop what had arrived. Only a
+// final answer whose body is small enough to buffer counts; anything else
+// leaves resp reset and the write error stands.
+func (c *fwdConn) earlyAnswer(hc *fasthttp.HostClient, conn net.Conn, req *fasthttp.Request, resp *fasthttp.Response) bool {
+	dl := time.Now().Add(min(c.timeout, fwdEarlyAnswerWait))
+	if err := c.Conn.SetReadDeadline(dl); err != nil {
+		return false
+	}
+	c.readDL = dl
+	resp.Reset()
+	resp.Header.SetNoDefaultContentType(true)
+	resp.SkipBody = req.Header.IsHead()
+	br := hc.AcquireReader(conn)
+	defer hc.ReleaseReader(br)
+	ok := fwdReadHead(resp, br) == nil
+	if ok {
+		switch s := resp.Header.StatusCode(); {
+		case s == fasthttp.StatusSwitchingProtocols:
+			ok = false
+		case resp.SkipBody || s == fasthttp.StatusNoContent || s == fasthttp.StatusNotModified:
+		default:
+			resp.StreamBody = false
+			ok = resp.ReadBody(br, fwdMaxBufferedResponse) == nil
+		}
+	}
+	if !ok {
+		resp.Reset()
+	}
+	return ok
+}
+
 // fwdReadHead reads the response head, skipping interim (1xx other than
 // 101) answers.
 func fwdReadHead(resp *fasthttp.Response, br *bufio.Reader) error {
@@ -260,6 +318,9 @@ type fwdConn struct {
 	writeDL time.Time // armed write deadline; zero when none
 	// idleWrites: a streamed request body is being written.
 	idleWrites bool
+	// writeFailed: a write to the upstream failed during the current
+	// request, as opposed to reading the client's body for it.
+	writeFailed bool
 
 	// raw waits for readability without reading (writeAndAwait); nil
 	// when the connection has no file descriptor of its own.
@@ -318,7 +379,11 @@ func (c *fwdConn) Write(p []byte) (int, error) {
 			return 0, err
 		}
 	}
-	return c.Conn.Write(p)
+	n, err := c.Conn.Write(p)
+	if err != nil {
+		c.writeFailed = true
+	}
+	return n, err
 }
 
 // armWrite makes sure writes from now on progress within the timeout.

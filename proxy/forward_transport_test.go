@@ -309,3 +309,101 @@ func TestForwardShortClientBody(t *testing.T) {
 		t.Errorf("upstream saw %d requests", n)
 	}
 }
+
+// TestForwardEarlyAnswer: an upstream that refuses a large upload after
+// reading only its head, and stops reading, gets its answer relayed rather
+// than turned into a 502 by the failed write of the rest of the body.
+func TestForwardEarlyAnswer(t *testing.T) {
+	const (
+		size   = 32 << 20
+		answer = `{"error":"payload_too_large"}`
+	)
+	tests := []struct {
+		name    string
+		chunked bool
+		// after runs once the answer is written, before the upstream lets
+		// go of the connection.
+		after   func(c net.Conn, done <-chan struct{})
+		timeout time.Duration
+	}{
+		{"close", false, func(net.Conn, <-chan struct{}) {}, 5 * time.Second},
+		{"close, chunked", true, func(net.Conn, <-chan struct{}) {}, 5 * time.Second},
+		{"half-close, then close", false, func(c net.Conn, _ <-chan struct{}) {
+			_ = c.(*net.TCPConn).CloseWrite()
+			time.Sleep(50 * time.Millisecond)
+		}, 5 * time.Second},
+		// Neither reads nor closes: the proxy's writes stall until the
+		// upstream timeout, and the answer is waiting.
+		{"stops reading, stays open", false, func(_ net.Conn, done <-chan struct{}) {
+			select {
+			case <-done:
+			case <-time.After(fwdSafety):
+			}
+		}, 300 * time.Millisecond},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			done := make(chan struct{})
+			var wg sync.WaitGroup
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				defer c.Close()
+				_ = c.SetDeadline(time.Now().Add(fwdSafety))
+				if _, err := http.ReadRequest(bufio.NewReader(c)); err != nil {
+					return
+				}
+				_, _ = io.WriteString(c, "HTTP/1.1 413 Payload Too Large\r\nContent-Type: application/json\r\n"+
+					"Content-Length: "+strconv.Itoa(len(answer))+"\r\nConnection: close\r\n\r\n"+answer)
+				tc.after(c, done)
+			}()
+			t.Cleanup(func() {
+				close(done)
+				ln.Close()
+				wg.Wait()
+			})
+			p := fwdStartProxy(t, fwdUpstreamConfig(ln.Addr().String(), tc.timeout))
+			client := &http.Client{Timeout: fwdSafety, Transport: &http.Transport{}}
+			defer client.CloseIdleConnections()
+
+			req, err := http.NewRequest(http.MethodPost, "http://"+p.addr+"/upload",
+				io.NopCloser(io.LimitReader(newFwdGen(), size)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.ContentLength = size
+			if tc.chunked {
+				req.ContentLength = -1
+			}
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatalf("upload: %v", err)
+			}
+			body, err := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if err != nil {
+				t.Fatalf("read body: %v", err)
+			}
+			if resp.StatusCode != http.StatusRequestEntityTooLarge || string(body) != answer {
+				t.Fatalf("got %d %q, want 413 %q", resp.StatusCode, body, answer)
+			}
+			if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+				t.Errorf("Content-Type %q", ct)
+			}
+			if r := p.result(t); r.status != http.StatusRequestEntityTooLarge || r.err != nil {
+				t.Errorf("Forward = %d, %v; want 413", r.status, r.err)
+			}
+			if s := p.hookStatus.Load(); s != http.StatusRequestEntityTooLarge {
+				t.Errorf("hook saw %d", s)
+			}
+		})
+	}
+}
