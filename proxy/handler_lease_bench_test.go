@@ -43,19 +43,7 @@ import (
 // tenant (32 on 2 cores, the harness' connection count), so ns/op there is
 // the inverse of throughput and lease contention shows.
 func BenchmarkHandlerLease(b *testing.B) {
-	upSrv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
-		if ctx.IsPost() {
-			ctx.SetStatusCode(fasthttp.StatusCreated)
-		}
-		ctx.SetContentType("application/json")
-		ctx.SetBodyString(`{"ok":true}`)
-	}}
-	upLn, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		b.Fatal(err)
-	}
-	go func() { _ = upSrv.Serve(upLn) }()
-	defer func() { _ = upSrv.Shutdown() }()
+	upAddr := startBenchUpstream(b)
 
 	exactYAML, err := os.ReadFile("../examples/pingback/tollgate.yaml")
 	if err != nil {
@@ -66,7 +54,7 @@ func BenchmarkHandlerLease(b *testing.B) {
 	if bytes.Equal(leaseYAML, exactYAML) {
 		b.Fatal("example configuration changed: cannot set mode: lease on messages")
 	}
-	env := map[string]string{"TOLLGATE_UPSTREAM_URL": "http://" + upLn.Addr().String(), "TOLLGATE_REDIS_URL": redistest.URL()}
+	env := map[string]string{"TOLLGATE_UPSTREAM_URL": "http://" + upAddr, "TOLLGATE_REDIS_URL": redistest.URL()}
 
 	rdb := newRedis(b)
 	calls := &callCounter{}
