@@ -430,14 +430,7 @@ var fwdExchangePool = sync.Pool{New: func() any {
 }}
 
 func (x *fwdExchange) release() {
-	_ = x.resp.CloseBodyStream()
-	if x.conn != nil {
-		// After closing the stream, which still reads from the
-		// connection: this hands it back to the pool, where another
-		// request may pick it up at once.
-		x.conn.endStream(x.body.eof)
-		x.conn = nil
-	}
+	x.endUpstream()
 	x.resp.Reset()
 	x.req.Reset()
 	x.clientBody = fwdClientBody{}
@@ -448,6 +441,19 @@ func (x *fwdExchange) release() {
 		x.scratch = nil
 	}
 	fwdExchangePool.Put(x)
+}
+
+// endUpstream closes the upstream body stream and gives its connection
+// back: to the pool when the body was read to its end, else closed.
+func (x *fwdExchange) endUpstream() {
+	_ = x.resp.CloseBodyStream()
+	if x.conn != nil {
+		// After closing the stream, which still reads from the
+		// connection: this hands it back to the pool, where another
+		// request may pick it up at once.
+		x.conn.endStream(x.body.eof)
+		x.conn = nil
+	}
 }
 
 // fwdClientBody is the client's request body on its way upstream. It keeps
@@ -512,9 +518,17 @@ func (b *fwdUpstreamBody) Read(p []byte) (int, error) {
 	if !b.open {
 		return 0, io.ErrClosedPipe
 	}
+	if b.eof {
+		return 0, io.EOF
+	}
 	n, err := b.x.stream.Read(p)
 	if err == io.EOF {
 		b.eof = true
+		// The upstream has said all it will: its connection goes back to
+		// the pool now, before the server writes these last bytes, so a
+		// client that sends its next request the moment it has them finds
+		// the connection free instead of making the proxy dial another.
+		b.x.endUpstream()
 	}
 	if n > 0 {
 		// The server writes these bytes next; an event stream may have
