@@ -86,6 +86,8 @@ func TestInvalidConfigs(t *testing.T) {
 			`redis.url: expected a redis:// or rediss:// URL, got "redis://127.0.0.1:6379/x" (`},
 		{"negative pool size", []string{"upstream:", "redis: {pool_size: -1}\nupstream:"}, nil,
 			`redis.pool_size: expected a whole number >= 0`},
+		{"pipeline not a bool", []string{"upstream:", "redis: {pipeline: sometimes}\nupstream:"}, nil,
+			`redis.pipeline: expected true or false, got `},
 		{"bad database url", []string{"upstream:", "database: {url: 'mysql://x'}\nupstream:"}, nil,
 			`database.url: expected a postgres:// or postgresql:// URL, got "mysql://x"`},
 		{"bad token env name", []string{"upstream:", "admin: {token_env: 'MY-TOKEN'}\nupstream:"}, nil,

@@ -123,7 +123,7 @@ func (p *parser) size(n *yaml.Node, key string, def int) int {
 }
 
 func (p *parser) redis(n *yaml.Node) {
-	o := p.object(n, "redis", "url", "timeout", "pool_size", "reconcile_interval")
+	o := p.object(n, "redis", "url", "timeout", "pool_size", "pipeline", "reconcile_interval")
 	r := &p.cfg.Redis
 	r.URL = p.setting(o.get("url"), "redis.url", EnvRedisURL, "redis://127.0.0.1:6379/0", checkRedisURL)
 	r.Timeout = p.duration(o.get("timeout"), "redis.timeout", 50*time.Millisecond)
@@ -133,6 +133,10 @@ func (p *parser) redis(n *yaml.Node) {
 		} else {
 			r.PoolSize = int(v)
 		}
+	}
+	r.Pipeline = true
+	if v, ok := p.boolean(o.get("pipeline"), "redis.pipeline", "true or false"); ok {
+		r.Pipeline = v
 	}
 	r.ReconcileInterval = p.duration(o.get("reconcile_interval"), "redis.reconcile_interval", time.Second)
 }

@@ -38,6 +38,7 @@ func TestParseMinimalDefaults(t *testing.T) {
 		{"redis.url", c.Redis.URL, "redis://127.0.0.1:6379/0"},
 		{"redis.timeout", c.Redis.Timeout, 50 * time.Millisecond},
 		{"redis.pool_size", c.Redis.PoolSize, 0},
+		{"redis.pipeline", c.Redis.Pipeline, true},
 		{"redis.reconcile_interval", c.Redis.ReconcileInterval, time.Second},
 		{"tenant.source", c.Tenant.Source, TenantAPIKey},
 		{"tenant.header", c.Tenant.Header, "Authorization"},
@@ -66,7 +67,7 @@ func TestParseFull(t *testing.T) {
 	if c.Upstream.Host != "api.example.test:443" || c.Upstream.Scheme != "https" || c.Upstream.MaxBufferedBody != 64<<10 {
 		t.Errorf("upstream = %+v", c.Upstream)
 	}
-	if c.Redis.PoolSize != 8 || c.Redis.Timeout != 20*time.Millisecond || c.Redis.ReconcileInterval != 2*time.Second {
+	if c.Redis.PoolSize != 8 || c.Redis.Pipeline || c.Redis.Timeout != 20*time.Millisecond || c.Redis.ReconcileInterval != 2*time.Second {
 		t.Errorf("redis = %+v", c.Redis)
 	}
 	if c.Admin.Token != "s3cret" {

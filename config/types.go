@@ -67,6 +67,10 @@ type Redis struct {
 	// PoolSize is go-redis' pool size. Default 10 per CPU (go-redis default)
 	// when 0.
 	PoolSize int
+	// Pipeline sends the per-request quota scripts of all requests over
+	// one shared connection, written and read in batches (quota's
+	// pipeline). Default true; false gives each call a pooled connection.
+	Pipeline bool
 	// ReconcileInterval is how often usage counted locally while Redis was
 	// unreachable is pushed back. Default 1s.
 	ReconcileInterval time.Duration

@@ -121,7 +121,7 @@ func (s *Store) Reserve(ctx context.Context, c *Check, d *Decision) error {
 		}
 		d.mode = m
 
-		res, err := reserveCall.runSlice(ctx, s.rdb, args)
+		res, err := reserveCall.runSlice(ctx, s.hot, args)
 		if err != nil {
 			s.failed(c, d)
 			return fmt.Errorf("quota reserve: %w", err)

@@ -108,7 +108,7 @@ func (s *Store) adjust(ctx context.Context, d *Decision, delta int64) {
 	defer sa.release()
 	_, keyArg := boxedString(append(sa.buf[:0], d.key...))
 	args := append(sa.args[:0], nil, nil, oneKeyArg, keyArg, boxedInt(delta), boxedInt(ttl), markerTTLArg)
-	if _, err := adjustCall.runInt(ctx, s.rdb, args); err != nil {
+	if _, err := adjustCall.runInt(ctx, s.hot, args); err != nil {
 		s.log.Warn("quota adjust failed; kept for reconcile",
 			zap.String("key", d.key), zap.Int64("delta", delta), zap.Error(err))
 		s.addPending(d.key, delta, d.expiry())

@@ -107,7 +107,11 @@ func runServer(ctx context.Context, path string, logOut io.Writer, run component
 	}
 	defer db.Pool().Close()
 
-	store := quota.New(rdb, cfg, quota.WithLogger(log))
+	qopts := []quota.Option{quota.WithLogger(log)}
+	if !cfg.Redis.Pipeline {
+		qopts = append(qopts, quota.WithoutPipeline())
+	}
+	store := quota.New(rdb, cfg, qopts...)
 	defer store.Close()
 
 	// The background loops stop with bg; the flusher's final flush runs

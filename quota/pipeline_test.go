@@ -1,0 +1,263 @@
+package quota
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/internal/redistest"
+)
+
+// echoScript returns its ARGV as integers, so each caller can tell whether
+// the reply it got is its own.
+const echoScript = `local r = {} for i = 1, #ARGV do r[i] = tonumber(ARGV[i]) end return r`
+
+func pipelineOf(tb testing.TB, rdb *redis.Client) *pipeline {
+	tb.Helper()
+	p := newPipeline(rdb)
+	if p == nil {
+		tb.Fatal("newPipeline returned nil for a single-server client")
+	}
+	tb.Cleanup(p.Close)
+	return p
+}
+
+// TestPipelineRepliesReachTheirCallers: 500 concurrent calls, each with
+// its own arguments, every reply the caller's own; the commands left in
+// fewer writes than calls and each call was one command.
+func TestPipelineRepliesReachTheirCallers(t *testing.T) {
+	rdb := testClient(t)
+	p := pipelineOf(t, rdb)
+	script := newIntScript(redis.NewScript(echoScript), echoScript)
+	ctx := context.Background()
+
+	const n = 500
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for i := range n {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			args := []any{nil, nil, 0, int64(i), i * 7, "-3"}
+			got, err := script.runSlice(ctx, p, args)
+			switch {
+			case err != nil:
+				errs <- err
+			case len(got) != 3 || got[0] != int64(i) || got[1] != int64(i*7) || got[2] != -3:
+				errs <- fmt.Errorf("call %d got %v", i, got)
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	// One extra EVAL at most: the first call may find the script unloaded.
+	if s := p.sent.Load(); s < n || s > n+n {
+		t.Errorf("sent %d commands for %d calls", s, n)
+	}
+}
+
+// TestPipelineLoadsUnknownScript: a script the server has never seen
+// answers NOSCRIPT through the pipeline, which the caller recognises and
+// retries with EVAL, as with go-redis.
+func TestPipelineLoadsUnknownScript(t *testing.T) {
+	rdb := testClient(t)
+	p := pipelineOf(t, rdb)
+	src := fmt.Sprintf("-- %s\nreturn tonumber(ARGV[1]) + 1", randomTenant(t))
+	script := newIntScript(redis.NewScript(src), src)
+	got, err := script.runInt(context.Background(), p, []any{nil, nil, 0, 41})
+	if err != nil || got != 42 {
+		t.Fatalf("runInt = %d, %v; want 42", got, err)
+	}
+	if s := p.sent.Load(); s != 2 {
+		t.Errorf("sent %d commands, want EVALSHA then EVAL", s)
+	}
+	// An error reply reaches the caller as one, and the connection stays.
+	bad := newIntScript(redis.NewScript("return redis.error_reply('ERR nope')"), "return redis.error_reply('ERR nope')")
+	if _, err := bad.runInt(context.Background(), p, []any{nil, nil, 0}); err == nil || err.Error() != "ERR nope" {
+		t.Fatalf("error reply: %v", err)
+	}
+	if got, err := script.runInt(context.Background(), p, []any{nil, nil, 0, 1}); err != nil || got != 2 {
+		t.Fatalf("after an error reply: %d, %v", got, err)
+	}
+}
+
+// TestPipelineAuthAndSelect: a password and a database from the client's
+// options are set up on the pipeline's connection before any call.
+func TestPipelineAuthAndSelect(t *testing.T) {
+	addr := redistest.Private(t, "--requirepass", "s3cret")
+	rdb := redis.NewClient(&redis.Options{Addr: addr, Password: "s3cret", DB: 3})
+	t.Cleanup(func() { rdb.Close() })
+	p := pipelineOf(t, rdb)
+	src := "return redis.call('INCRBY', KEYS[1], ARGV[1])"
+	script := newIntScript(redis.NewScript(src), src)
+	if got, err := script.runInt(context.Background(), p, []any{nil, nil, 1, "k", 5}); err != nil || got != 5 {
+		t.Fatalf("runInt = %d, %v", got, err)
+	}
+	if v, err := rdb.Get(context.Background(), "k").Int64(); err != nil || v != 5 {
+		t.Fatalf("db 3 k = %d, %v; want 5", v, err)
+	}
+
+	wrong := redis.NewClient(&redis.Options{Addr: addr, Password: "nope"})
+	t.Cleanup(func() { wrong.Close() })
+	if _, err := script.runInt(context.Background(), pipelineOf(t, wrong), []any{nil, nil, 1, "k", 1}); err == nil {
+		t.Fatal("a wrong password was accepted")
+	}
+}
+
+// TestPipelineStalledServer: a server that takes commands and never
+// answers fails every call in flight after the timeout (not forever), and
+// the next call dials again.
+func TestPipelineStalledServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	conns := make(chan net.Conn, 4)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			conns <- c
+			go func() {
+				_, _ = bufio.NewReader(c).WriteTo(discard{})
+			}()
+		}
+	}()
+	defer func() {
+		for len(conns) > 0 {
+			(<-conns).Close()
+		}
+	}()
+
+	rdb := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ReadTimeout: 50 * time.Millisecond})
+	t.Cleanup(func() { rdb.Close() })
+	p := pipelineOf(t, rdb)
+	script := newIntScript(redis.NewScript(echoScript), echoScript)
+
+	var wg sync.WaitGroup
+	errs := make([]error, 20)
+	for i := range errs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, errs[i] = script.runSlice(context.Background(), p, []any{nil, nil, 0, i})
+		}()
+	}
+	wg.Wait() // a stall the pipeline did not bound would hang here (go test -timeout)
+	for i, err := range errs {
+		if !errors.Is(err, os.ErrDeadlineExceeded) {
+			t.Errorf("call %d: %v, want a deadline error", i, err)
+		}
+	}
+	if _, err := script.runSlice(context.Background(), p, []any{nil, nil, 0, 1}); err == nil {
+		t.Fatal("a call on a stalled server succeeded")
+	}
+	if n := len(conns); n < 2 {
+		t.Errorf("server saw %d connections, want the stalled one dropped and a new one dialled", n)
+	}
+}
+
+type discard struct{}
+
+func (discard) Write(p []byte) (int, error) { return len(p), nil }
+
+// TestPipelineGarbageFromServer: a reply that is not RESP fails the call
+// and drops the connection instead of pairing later replies wrongly.
+func TestPipelineGarbageFromServer(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				r := bufio.NewReader(c)
+				if _, err := r.ReadByte(); err == nil {
+					_, _ = c.Write([]byte("?what\r\n:1\r\n"))
+				}
+				_, _ = r.WriteTo(discard{})
+			}()
+		}
+	}()
+	rdb := redis.NewClient(&redis.Options{Addr: ln.Addr().String(), ReadTimeout: time.Second})
+	t.Cleanup(func() { rdb.Close() })
+	p := pipelineOf(t, rdb)
+	script := newIntScript(redis.NewScript(echoScript), echoScript)
+	if _, err := script.runSlice(context.Background(), p, []any{nil, nil, 0, 1}); !errors.Is(err, errPipeProtocol) {
+		t.Fatalf("err = %v, want a protocol error", err)
+	}
+}
+
+// TestPipelineRedisDown: no server fails calls at once, and only one dial
+// per pause is made for them.
+func TestPipelineRedisDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	rdb := redis.NewClient(&redis.Options{Addr: addr, DialTimeout: time.Second})
+	t.Cleanup(func() { rdb.Close() })
+	p := pipelineOf(t, rdb)
+	dials := 0
+	dial := p.dial
+	p.dial = func(ctx context.Context) (net.Conn, error) { dials++; return dial(ctx) }
+	script := newIntScript(redis.NewScript(echoScript), echoScript)
+	for range 50 {
+		if _, err := script.runSlice(context.Background(), p, []any{nil, nil, 0, 1}); err == nil {
+			t.Fatal("a call with Redis down succeeded")
+		}
+	}
+	if dials < 1 || dials > 10 {
+		t.Errorf("%d dials for 50 calls within a redial pause of %v", dials, pipeRedialPause)
+	}
+
+	p.Close()
+	if _, err := script.runSlice(context.Background(), p, []any{nil, nil, 0, 1}); !errors.Is(err, errPipeClosed) {
+		t.Errorf("after Close: %v", err)
+	}
+}
+
+// TestStoreThroughPipelineMatchesPool: the same reserve sequence through
+// the pipeline and through go-redis's pool gives the same decisions.
+func TestStoreThroughPipelineMatchesPool(t *testing.T) {
+	rdb := testClient(t)
+	tc := newTestConfig()
+	for _, opts := range [][]Option{nil, {WithoutPipeline()}} {
+		s := newStore(t, rdb, tc.Config, opts...)
+		id := newTenant(t, s, rdb, tc.PlanBySlug["free"], 0, map[string]int64{"messages": 3})
+		var got []Outcome
+		for range 5 {
+			d := mustReserve(t, s, &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1})
+			got = append(got, d.Outcome)
+		}
+		want := []Outcome{Admitted, Admitted, Admitted, OverLimit, OverLimit}
+		if fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("pipeline %v: outcomes %v, want %v", s.pipe != nil, got, want)
+		}
+		if s.pipe != nil && s.PipelinedCommands() != 5 {
+			t.Errorf("pipelined %d commands for 5 reserves", s.PipelinedCommands())
+		}
+	}
+}
