@@ -26,9 +26,9 @@ type Store struct {
 	// unless WithoutPipeline or rdb is not a single-server client.
 	hot  processor
 	pipe *pipeline
-	cfg *config.Config
-	now func() time.Time
-	log *zap.Logger
+	cfg  *config.Config
+	now  func() time.Time
+	log  *zap.Logger
 
 	// feats holds each configured feature's precomputed Redis field names and
 	// script arguments, indexed by Feature.Index, so the hot path builds no
