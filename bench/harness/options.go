@@ -36,6 +36,10 @@ type Options struct {
 	// generator), low enough for every target to keep up; default 5000.
 	Rate    float64
 	NoPaced bool // skip the fixed-rate latency runs
+	// Rounds of alternating short runs the throughput ratios are judged
+	// on (rounds.go); default 3, negative for none.
+	Rounds        int
+	RoundDuration time.Duration // timed part of each round's runs; default 3s
 	// SharedRedisURL is used only when redis-server is not installed (no
 	// private instance can be started); default redis://127.0.0.1:6379/0.
 	SharedRedisURL string
@@ -73,6 +77,11 @@ func OptionsFromEnv(root string) (Options, error) {
 	num("BENCH_GOBENCH_ITER", &o.GoBenchIter)
 	num("BENCH_TENANTS", &o.Tenants)
 	num("BENCH_INSTANCES", &o.Instances)
+	num("BENCH_ROUNDS", &o.Rounds)
+	dur("BENCH_ROUND_DURATION", &o.RoundDuration)
+	if os.Getenv("BENCH_ROUNDS") == "0" {
+		o.Rounds = -1
+	}
 	if err != nil {
 		return o, err
 	}
@@ -121,6 +130,12 @@ func (o *Options) fill() error {
 	if o.Rate == 0 {
 		o.Rate = 5000
 	}
+	if o.Rounds == 0 {
+		o.Rounds = 3
+	}
+	if o.RoundDuration == 0 {
+		o.RoundDuration = 3 * time.Second
+	}
 	if o.SharedRedisURL == "" {
 		o.SharedRedisURL = "redis://127.0.0.1:6379/0"
 	}
@@ -143,6 +158,10 @@ func (o *Options) fill() error {
 		return fmt.Errorf("rate %g: want 1..1e6 requests/s", o.Rate)
 	case o.Instances < 1 || o.Instances > 16:
 		return fmt.Errorf("instances %d: want 1..16", o.Instances)
+	case o.Rounds > 20:
+		return fmt.Errorf("rounds %d: want 0..20", o.Rounds)
+	case o.RoundDuration < 0 || o.RoundDuration > time.Minute:
+		return fmt.Errorf("round duration %s: want 0 < d <= 1m", o.RoundDuration)
 	}
 	switch o.Generator {
 	case "", "auto":

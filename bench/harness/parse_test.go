@@ -159,6 +159,13 @@ func TestCheckTargets(t *testing.T) {
 		{"nothing measured", &Report{}, false, "n/a n/a n/a n/a n/a n/a n/a n/a n/a"},
 		{"full run", full(), true, "yes yes no yes yes yes yes no yes"},
 		{"go benchmarks skipped", full(), false, "yes yes no yes yes yes n/a n/a n/a"},
+		// The rounds' medians overrule the single runs: passthrough drops
+		// below nginx, metered rises above 0.8x.
+		{"alternating rounds", withRounds(full(), []Round{
+			{RPS: map[string]float64{legNginx: 100, legPassthrough: 90, legMetered: 81, legLease: 95}},
+			{RPS: map[string]float64{legNginx: 100, legPassthrough: 80, legMetered: 70, legLease: 80}},
+			{RPS: map[string]float64{legNginx: 100, legPassthrough: 120, legMetered: 60, legLease: 130}},
+		}), true, "no yes yes yes yes yes yes no yes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.rep.computeRatios()
@@ -176,5 +183,30 @@ func TestCheckTargets(t *testing.T) {
 	rep.computeRatios()
 	if v := rep.scenario("lease-multi").Ratios["over_single_instance_rps"]; v != 0.5 {
 		t.Fatalf("lease-multi over lease: %v", v)
+	}
+}
+
+func withRounds(r *Report, rounds []Round) *Report {
+	r.Rounds = &RoundSummary{Rounds: rounds, Ratios: roundSpreads(rounds)}
+	return r
+}
+
+func TestRoundSpreads(t *testing.T) {
+	rounds := []Round{
+		{RPS: map[string]float64{legNginx: 100, legPassthrough: 50, legMetered: 40}},
+		{RPS: map[string]float64{legNginx: 100, legPassthrough: 90, legMetered: 45}},
+		{RPS: map[string]float64{legNginx: 100, legPassthrough: 70}},
+		{RPS: map[string]float64{legNginx: 100, legPassthrough: 80}},
+	}
+	got := roundSpreads(rounds)
+	if sp := got["tollgate_over_nginx_rps"]; sp != (Spread{Median: 0.75, Min: 0.5, Max: 0.9, N: 4}) {
+		t.Errorf("passthrough over nginx: %+v", sp)
+	}
+	// Only the rounds that ran both legs count.
+	if sp := got["metered_over_passthrough_rps"]; sp != (Spread{Median: 0.65, Min: 0.5, Max: 0.8, N: 2}) {
+		t.Errorf("metered over passthrough: %+v", sp)
+	}
+	if _, ok := got["lease_over_passthrough_rps"]; ok {
+		t.Errorf("lease ratio without lease legs: %+v", got)
 	}
 }

@@ -21,6 +21,7 @@ type Report struct {
 	DurationSec float64          `json:"duration_s"`
 	WarmupSec   float64          `json:"warmup_s"`
 	Scenarios   []ScenarioResult `json:"scenarios"`
+	Rounds      *RoundSummary    `json:"rounds,omitempty"`
 	Targets     []TargetCheck    `json:"targets,omitempty"`
 	GoBench     []GoBench        `json:"go_bench,omitempty"`
 	GoBenchCmds []string         `json:"go_bench_cmds,omitempty"`
@@ -267,6 +268,24 @@ func (r *Report) Markdown() string {
 	}
 	if len(others) > 0 {
 		b.WriteString("\nOther ratios (same run):\n\n" + strings.Join(others, "\n") + "\n")
+	}
+	if rs := r.Rounds; rs != nil && len(rs.Rounds) > 0 {
+		fmt.Fprintf(&b, "\nAlternating rounds (req/s; %g s warmup + %g s each, the order reversed every other round; the targets below use their medians):\n\n",
+			rs.WarmupSec, rs.DurationSec)
+		b.WriteString("| round | " + strings.Join(rs.Legs, " | ") + " |\n|" + strings.Repeat(" ---: |", len(rs.Legs)+1) + "\n")
+		for i, round := range rs.Rounds {
+			fmt.Fprintf(&b, "| %d |", i+1)
+			for _, leg := range rs.Legs {
+				fmt.Fprintf(&b, " %.0f |", round.RPS[leg])
+			}
+			b.WriteString("\n")
+		}
+		b.WriteString("\n")
+		for _, rr := range roundRatios {
+			if sp, ok := rs.Ratios[rr.key]; ok {
+				fmt.Fprintf(&b, "- %s over %s: median %.2fx (%.2f-%.2f, %d rounds)\n", rr.num, rr.den, sp.Median, sp.Min, sp.Max, sp.N)
+			}
+		}
 	}
 	if len(r.Targets) > 0 {
 		b.WriteString("\n| target from the issue | this run | met |\n| --- | ---: | --- |\n")

@@ -154,6 +154,9 @@ func (e *env) run(ctx context.Context) (*Report, error) {
 		rep.Scenarios = append(rep.Scenarios, res)
 	}
 	rep.computeRatios()
+	if rep.Rounds, err = e.runRounds(ctx); err != nil {
+		return nil, fmt.Errorf("alternating rounds: %w", err)
+	}
 	rep.Machine.LoadAvgEnd = loadAvg()
 
 	if !o.NoGoBench {

@@ -30,7 +30,7 @@ func TestHarnessSmoke(t *testing.T) {
 	rep, err := Run(ctx, Options{
 		Root: "../..", OutDir: out, Duration: time.Second, Warmup: 200 * time.Millisecond, Connections: 4,
 		Scenarios: []string{"passthrough", "metered", "lease"}, Generator: "go", NoNginx: true, NoGoBench: true,
-		Rate: 200, SharedRedisURL: redisURL, Log: io.MultiWriter(&log),
+		Rate: 200, SharedRedisURL: redisURL, Log: io.MultiWriter(&log), Rounds: 1, RoundDuration: 300 * time.Millisecond,
 	})
 	if err != nil {
 		t.Fatalf("harness (needs Redis: a redis-server binary or %s): %v\n%s", redisURL, err, log.String())
@@ -65,6 +65,11 @@ func TestHarnessSmoke(t *testing.T) {
 	if _, ok := lease.Ratios["over_metered_exact_rps"]; !ok {
 		t.Errorf("lease ratios %v", lease.Ratios)
 	}
+	// One alternating round of the three Tollgate legs (no nginx here).
+	if rs := rep.Rounds; rs == nil || len(rs.Rounds) != 1 || len(rs.Legs) != 3 ||
+		rs.Ratios["metered_over_passthrough_rps"].N != 1 || rs.Ratios["lease_over_passthrough_rps"].N != 1 {
+		t.Errorf("rounds %+v", rep.Rounds)
+	}
 	// Every target of the issue is listed; the Go benchmarks did not run.
 	byScenario := map[string]string{}
 	for _, c := range rep.Targets {
@@ -74,7 +79,8 @@ func TestHarnessSmoke(t *testing.T) {
 		t.Errorf("targets %+v", rep.Targets)
 	}
 	md, err := os.ReadFile(filepath.Join(out, "latest.md"))
-	if err != nil || !strings.Contains(string(md), "| metered | tollgate |") || !strings.Contains(string(md), "| lease | tollgate |") {
+	if err != nil || !strings.Contains(string(md), "| metered | tollgate |") || !strings.Contains(string(md), "| lease | tollgate |") ||
+		!strings.Contains(string(md), "Alternating rounds") {
 		t.Fatalf("latest.md: %v\n%s", err, md)
 	}
 	files, _ := filepath.Glob(filepath.Join(out, "*-metered.json"))

@@ -1,0 +1,169 @@
+package harness
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/tollgate/tollgate/bench/loadgen"
+)
+
+// Alternating rounds. On a shared two-core machine the speed of everything
+// drifts by a quarter within minutes (other tenants of the host, the CPU's
+// clock), so one run of A early and one of B later measures the drift as
+// much as A against B. The ratios the throughput targets are judged on are
+// measured again as short rounds that run the targets back to back, in
+// alternating order, and summarised by their median.
+
+// Round is one round's requests per second by leg.
+type Round struct {
+	RPS map[string]float64 `json:"rps"`
+}
+
+// Spread summarises one ratio over the rounds.
+type Spread struct {
+	Median float64 `json:"median"`
+	Min    float64 `json:"min"`
+	Max    float64 `json:"max"`
+	N      int     `json:"n"`
+}
+
+// RoundSummary is the alternating rounds of one harness run.
+type RoundSummary struct {
+	DurationSec float64           `json:"duration_s"`
+	WarmupSec   float64           `json:"warmup_s"`
+	Legs        []string          `json:"legs"`
+	Rounds      []Round           `json:"rounds"`
+	Ratios      map[string]Spread `json:"ratios"`
+}
+
+// Legs of a round and the ratios taken from each round.
+const (
+	legNginx       = "nginx"
+	legPassthrough = "tollgate passthrough"
+	legMetered     = "tollgate metered"
+	legLease       = "tollgate lease"
+)
+
+var roundRatios = []struct{ key, num, den string }{
+	{"tollgate_over_nginx_rps", legPassthrough, legNginx},
+	{"metered_over_passthrough_rps", legMetered, legPassthrough},
+	{"lease_over_passthrough_rps", legLease, legPassthrough},
+}
+
+// roundLegs are the legs this run can measure: those whose scenario was
+// asked for, and nginx when it runs.
+func (e *env) roundLegs() []string {
+	var legs []string
+	has := func(name string) bool { return slices.Contains(e.opts.Scenarios, name) }
+	if !has("passthrough") {
+		return nil
+	}
+	if e.nginx != nil {
+		legs = append(legs, legNginx)
+	}
+	legs = append(legs, legPassthrough)
+	if has("metered") {
+		legs = append(legs, legMetered)
+	}
+	if has("lease") {
+		legs = append(legs, legLease)
+	}
+	if len(legs) < 2 {
+		return nil
+	}
+	return legs
+}
+
+// runRounds runs the legs Rounds times, reversing their order every other
+// round so that a steady drift favours none of them.
+func (e *env) runRounds(ctx context.Context) (*RoundSummary, error) {
+	legs := e.roundLegs()
+	if legs == nil || e.opts.Rounds < 1 {
+		return nil, nil
+	}
+	// measure takes its times from the options.
+	saved := e.opts
+	e.opts.Duration, e.opts.Warmup = e.opts.RoundDuration, min(e.opts.Warmup, time.Second)
+	defer func() { e.opts = saved }()
+
+	sum := &RoundSummary{DurationSec: e.opts.Duration.Seconds(), WarmupSec: e.opts.Warmup.Seconds(), Legs: legs}
+	for i := range e.opts.Rounds {
+		order := slices.Clone(legs)
+		if i%2 == 1 {
+			slices.Reverse(order)
+		}
+		r := Round{RPS: map[string]float64{}}
+		for _, leg := range order {
+			sc, cfg, pids := e.legLoad(leg)
+			tr, err := e.measure(ctx, sc, cfg, pids)
+			if err != nil {
+				return nil, fmt.Errorf("round %d, %s: %w", i+1, leg, err)
+			}
+			if tr.Expected >= 0 && tr.Expected < 0.99 {
+				return nil, fmt.Errorf("round %d, %s: only %.1f%% of answers had the expected status", i+1, leg, tr.Expected*100)
+			}
+			r.RPS[leg] = tr.Load.RPS
+		}
+		e.logf("round %d/%d: %s", i+1, e.opts.Rounds, formatRound(legs, r))
+		sum.Rounds = append(sum.Rounds, r)
+	}
+	sum.Ratios = roundSpreads(sum.Rounds)
+	return sum, nil
+}
+
+// legLoad is the load and the measured processes of one leg.
+func (e *env) legLoad(leg string) (*Scenario, loadgen.Config, []int) {
+	name, target := "passthrough", e.tollgate[0].addr
+	switch leg {
+	case legNginx:
+		target = e.nginxAdr
+	case legMetered:
+		name = "metered"
+	case legLease:
+		name = "lease"
+	}
+	sc := scenarioByName(name)
+	cfg := loadgen.Config{Connections: e.opts.Connections, Sequence: sc.Sequence, Keys: e.keys[sc.Plan], Targets: []string{target}}
+	pids := []int{e.tollgate[0].p.pid()}
+	if leg == legNginx {
+		pids = append([]int{e.nginx.pid()}, childrenOf(e.nginx.pid())...)
+	}
+	return sc, cfg, pids
+}
+
+func roundSpreads(rounds []Round) map[string]Spread {
+	out := map[string]Spread{}
+	for _, rr := range roundRatios {
+		var vals []float64
+		for _, r := range rounds {
+			num, ok1 := r.RPS[rr.num]
+			den, ok2 := r.RPS[rr.den]
+			if ok1 && ok2 && den > 0 {
+				vals = append(vals, num/den)
+			}
+		}
+		if len(vals) == 0 {
+			continue
+		}
+		slices.Sort(vals)
+		med := vals[len(vals)/2]
+		if len(vals)%2 == 0 {
+			med = (vals[len(vals)/2-1] + vals[len(vals)/2]) / 2
+		}
+		out[rr.key] = Spread{Median: med, Min: vals[0], Max: vals[len(vals)-1], N: len(vals)}
+	}
+	return out
+}
+
+func formatRound(legs []string, r Round) string {
+	s := ""
+	for i, leg := range legs {
+		if i > 0 {
+			s += ", "
+		}
+		s += fmt.Sprintf("%s %.0f req/s", leg, r.RPS[leg])
+	}
+	return s
+}
