@@ -161,11 +161,15 @@ func TestCheckTargets(t *testing.T) {
 		{"go benchmarks skipped", full(), false, "yes yes no yes yes yes n/a n/a n/a"},
 		// The rounds' medians overrule the single runs: passthrough drops
 		// below nginx, metered rises above 0.8x.
+		// The p99 added rises from the scenario's +0.5 ms to a median of +2.
 		{"alternating rounds", withRounds(full(), []Round{
-			{RPS: map[string]float64{legNginx: 100, legPassthrough: 90, legMetered: 81, legLease: 95}},
-			{RPS: map[string]float64{legNginx: 100, legPassthrough: 80, legMetered: 70, legLease: 80}},
-			{RPS: map[string]float64{legNginx: 100, legPassthrough: 120, legMetered: 60, legLease: 130}},
-		}), true, "no yes yes yes yes yes yes no yes"},
+			{RPS: map[string]float64{legNginx: 100, legPassthrough: 90, legMetered: 81, legLease: 95},
+				PacedP99: map[string]float64{legDirect: 1, legPassthrough: 3}},
+			{RPS: map[string]float64{legNginx: 100, legPassthrough: 80, legMetered: 70, legLease: 80},
+				PacedP99: map[string]float64{legDirect: 1, legPassthrough: 1.5}},
+			{RPS: map[string]float64{legNginx: 100, legPassthrough: 120, legMetered: 60, legLease: 130},
+				PacedP99: map[string]float64{legDirect: 2, legPassthrough: 4}},
+		}), true, "no no yes yes yes yes yes no yes"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			tc.rep.computeRatios()
@@ -205,6 +209,9 @@ func TestRoundSpreads(t *testing.T) {
 	// Only the rounds that ran both legs count.
 	if sp := got["metered_over_passthrough_rps"]; sp != (Spread{Median: 0.65, Min: 0.5, Max: 0.8, N: 2}) {
 		t.Errorf("metered over passthrough: %+v", sp)
+	}
+	if _, ok := got[pacedAddedKey]; ok {
+		t.Errorf("p99 added without paced runs: %+v", got)
 	}
 	if _, ok := got["lease_over_passthrough_rps"]; ok {
 		t.Errorf("lease ratio without lease legs: %+v", got)

@@ -20,6 +20,7 @@ type Report struct {
 	Connections int              `json:"connections"`
 	DurationSec float64          `json:"duration_s"`
 	WarmupSec   float64          `json:"warmup_s"`
+	PacedRate   float64          `json:"paced_rate,omitempty"`
 	Scenarios   []ScenarioResult `json:"scenarios"`
 	Rounds      *RoundSummary    `json:"rounds,omitempty"`
 	Targets     []TargetCheck    `json:"targets,omitempty"`
@@ -284,6 +285,13 @@ func (r *Report) Markdown() string {
 		for _, rr := range roundRatios {
 			if sp, ok := rs.Ratios[rr.key]; ok {
 				fmt.Fprintf(&b, "- %s over %s: median %.2fx (%.2f-%.2f, %d rounds)\n", rr.num, rr.den, sp.Median, sp.Min, sp.Max, sp.N)
+			}
+		}
+		if sp, ok := rs.Ratios[pacedAddedKey]; ok {
+			fmt.Fprintf(&b, "- p99 at %g req/s, Tollgate passthrough minus the direct upstream (each round runs both): median %+.3f ms (%+.2f to %+.2f, %d rounds)\n",
+				r.PacedRate, sp.Median, sp.Min, sp.Max, sp.N)
+			for i, round := range rs.Rounds {
+				fmt.Fprintf(&b, "  - round %d: direct %.2f ms, tollgate %.2f ms\n", i+1, round.PacedP99[legDirect], round.PacedP99[legPassthrough])
 			}
 		}
 	}

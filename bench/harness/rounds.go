@@ -16,9 +16,12 @@ import (
 // measured again as short rounds that run the targets back to back, in
 // alternating order, and summarised by their median.
 
-// Round is one round's requests per second by leg.
+// Round is one round's requests per second by leg and, for the
+// passthrough latency target, the p99 in ms of fixed-rate runs of the
+// direct upstream and Tollgate passthrough.
 type Round struct {
-	RPS map[string]float64 `json:"rps"`
+	RPS      map[string]float64 `json:"rps"`
+	PacedP99 map[string]float64 `json:"paced_p99_ms,omitempty"`
 }
 
 // Spread summarises one ratio over the rounds.
@@ -44,7 +47,12 @@ const (
 	legPassthrough = "tollgate passthrough"
 	legMetered     = "tollgate metered"
 	legLease       = "tollgate lease"
+	legDirect      = "direct"
 )
+
+// pacedAddedKey is the median over rounds of Tollgate's paced p99 minus the
+// direct upstream's, in ms.
+const pacedAddedKey = "paced_tollgate_p99_added_ms_vs_direct"
 
 var roundRatios = []struct{ key, num, den string }{
 	{"tollgate_over_nginx_rps", legPassthrough, legNginx},
@@ -106,11 +114,45 @@ func (e *env) runRounds(ctx context.Context) (*RoundSummary, error) {
 			}
 			r.RPS[leg] = tr.Load.RPS
 		}
+		if !saved.NoPaced {
+			if err := e.pacedLegs(ctx, &r, i%2 == 1); err != nil {
+				return nil, fmt.Errorf("round %d: %w", i+1, err)
+			}
+		}
 		e.logf("round %d/%d: %s", i+1, e.opts.Rounds, formatRound(legs, r))
 		sum.Rounds = append(sum.Rounds, r)
 	}
 	sum.Ratios = roundSpreads(sum.Rounds)
 	return sum, nil
+}
+
+// pacedLegs runs the direct upstream and Tollgate passthrough at the
+// fixed rate, one after the other (reversed when flip), and records their
+// p99.
+func (e *env) pacedLegs(ctx context.Context, r *Round, flip bool) error {
+	sc := scenarioByName("passthrough")
+	order := []string{legDirect, legPassthrough}
+	if flip {
+		slices.Reverse(order)
+	}
+	r.PacedP99 = map[string]float64{}
+	for _, leg := range order {
+		target := e.tollgate[0].addr
+		if leg == legDirect {
+			target = e.upAddr
+		}
+		cfg := loadgen.Config{Connections: e.opts.Connections, Sequence: sc.Sequence, Keys: e.keys[sc.Plan],
+			Targets: []string{target}, Rate: e.opts.Rate, Duration: e.opts.Duration}
+		res, err := loadgen.Run(ctx, cfg)
+		if err != nil {
+			return fmt.Errorf("%s at %.0f req/s: %w", leg, e.opts.Rate, err)
+		}
+		if res.Errors > 0 || res.Requests == 0 {
+			return fmt.Errorf("%s at %.0f req/s: %d requests, %d errors (first: %s)", leg, e.opts.Rate, res.Requests, res.Errors, res.FirstError)
+		}
+		r.PacedP99[leg] = res.LatencyUS.P99 / 1e3
+	}
+	return nil
 }
 
 // legLoad is the load and the measured processes of one leg.
@@ -147,14 +189,29 @@ func roundSpreads(rounds []Round) map[string]Spread {
 		if len(vals) == 0 {
 			continue
 		}
-		slices.Sort(vals)
-		med := vals[len(vals)/2]
-		if len(vals)%2 == 0 {
-			med = (vals[len(vals)/2-1] + vals[len(vals)/2]) / 2
+		out[rr.key] = spreadOf(vals)
+	}
+	var added []float64
+	for _, r := range rounds {
+		tg, ok1 := r.PacedP99[legPassthrough]
+		direct, ok2 := r.PacedP99[legDirect]
+		if ok1 && ok2 {
+			added = append(added, tg-direct)
 		}
-		out[rr.key] = Spread{Median: med, Min: vals[0], Max: vals[len(vals)-1], N: len(vals)}
+	}
+	if len(added) > 0 {
+		out[pacedAddedKey] = spreadOf(added)
 	}
 	return out
+}
+
+func spreadOf(vals []float64) Spread {
+	slices.Sort(vals)
+	med := vals[len(vals)/2]
+	if len(vals)%2 == 0 {
+		med = (vals[len(vals)/2-1] + vals[len(vals)/2]) / 2
+	}
+	return Spread{Median: med, Min: vals[0], Max: vals[len(vals)-1], N: len(vals)}
 }
 
 func formatRound(legs []string, r Round) string {
@@ -164,6 +221,9 @@ func formatRound(legs []string, r Round) string {
 			s += ", "
 		}
 		s += fmt.Sprintf("%s %.0f req/s", leg, r.RPS[leg])
+	}
+	if len(r.PacedP99) > 0 {
+		s += fmt.Sprintf("; p99 at the fixed rate: direct %.2f ms, tollgate %.2f ms", r.PacedP99[legDirect], r.PacedP99[legPassthrough])
 	}
 	return s
 }

@@ -101,6 +101,9 @@ func (e *env) run(ctx context.Context) (*Report, error) {
 		Date: o.Now.UTC().Format(time.RFC3339), Machine: machineInfo(), Generator: o.Generator,
 		Connections: o.Connections, DurationSec: o.Duration.Seconds(), WarmupSec: o.Warmup.Seconds(),
 	}
+	if !o.NoPaced {
+		rep.PacedRate = o.Rate
+	}
 	e.logf("building tollgate and the bench upstream")
 	tgBin, upBin, err := build(ctx, o.Root, e.dir)
 	if err != nil {

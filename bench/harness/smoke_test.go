@@ -67,7 +67,8 @@ func TestHarnessSmoke(t *testing.T) {
 	}
 	// One alternating round of the three Tollgate legs (no nginx here).
 	if rs := rep.Rounds; rs == nil || len(rs.Rounds) != 1 || len(rs.Legs) != 3 ||
-		rs.Ratios["metered_over_passthrough_rps"].N != 1 || rs.Ratios["lease_over_passthrough_rps"].N != 1 {
+		rs.Ratios["metered_over_passthrough_rps"].N != 1 || rs.Ratios["lease_over_passthrough_rps"].N != 1 ||
+		rs.Ratios[pacedAddedKey].N != 1 {
 		t.Errorf("rounds %+v", rep.Rounds)
 	}
 	// Every target of the issue is listed; the Go benchmarks did not run.

@@ -82,7 +82,18 @@ func (r *Report) checkTargets(goBenchRan bool) {
 			what = "unmetered passthrough p99 added <= 1 ms (vs direct upstream, both saturated)"
 		}
 	}
-	add("passthrough", what, have, a <= targetP99AddedMS, fmt.Sprintf("%+.3f ms", a))
+	shown = fmt.Sprintf("%+.3f ms", a)
+	if r.Rounds != nil {
+		if sp, ok := r.Rounds.Ratios[pacedAddedKey]; ok {
+			what = "unmetered passthrough p99 added <= 1 ms (vs direct upstream, both at the same fixed rate)"
+			shown = fmt.Sprintf("%+.3f ms (median of %d alternating rounds, %+.2f to %+.2f", sp.Median, sp.N, sp.Min, sp.Max)
+			if have {
+				shown += fmt.Sprintf("; scenario run %+.3f ms", a)
+			}
+			a, have, shown = sp.Median, true, shown+")"
+		}
+	}
+	add("passthrough", what, have, a <= targetP99AddedMS, shown)
 
 	v, have, shown = throughput("metered", "over_tollgate_passthrough_rps", "metered_over_passthrough_rps")
 	add("metered", "metered exact >= 0.8x Tollgate passthrough throughput", have, v >= targetMeteredOverPass, shown)
