@@ -261,3 +261,76 @@ func TestStoreThroughPipelineMatchesPool(t *testing.T) {
 		}
 	}
 }
+
+// TestPipelineConnectionKilledMidFlight: while 64 callers keep calls in
+// flight, Redis drops the pipeline's connection again and again (CLIENT
+// KILL on a private server). Every call ends, with its own reply or an
+// error, never another caller's; afterwards the pipeline works again.
+func TestPipelineConnectionKilledMidFlight(t *testing.T) {
+	addr := redistest.Private(t)
+	rdb := redis.NewClient(&redis.Options{Addr: addr, ReadTimeout: time.Second})
+	t.Cleanup(func() { rdb.Close() })
+	admin := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { admin.Close() })
+	p := pipelineOf(t, rdb)
+	script := newIntScript(redis.NewScript(echoScript), echoScript)
+	ctx := context.Background()
+
+	stop := make(chan struct{})
+	killed := make(chan int)
+	go func() {
+		n := 0
+		defer func() { killed <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			// Every normal client but this one: the pipeline's connection.
+			if k, err := admin.Do(ctx, "client", "kill", "type", "normal", "skipme", "yes").Int(); err == nil {
+				n += k
+			}
+		}
+	}()
+
+	const callers, calls = 64, 100
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	ok, failed := 0, 0
+	for g := range callers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range calls {
+				want := int64(g*calls + i)
+				got, err := script.runSlice(ctx, p, []any{nil, nil, 0, want})
+				mu.Lock()
+				switch {
+				case err != nil:
+					failed++
+				case len(got) == 1 && got[0] == want:
+					ok++
+				default:
+					t.Errorf("caller %d call %d got %v, want [%d]", g, i, got, want)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	close(stop)
+	if n := <-killed; n == 0 {
+		t.Fatal("no connection was killed: the test proved nothing")
+	}
+	t.Logf("%d calls answered, %d failed with the connection", ok, failed)
+	if ok == 0 {
+		t.Error("no call succeeded between the kills")
+	}
+	if got, err := script.runSlice(ctx, p, []any{nil, nil, 0, 7}); err != nil || len(got) != 1 || got[0] != 7 {
+		// The first call after the last kill may find the dead connection.
+		if got, err = script.runSlice(ctx, p, []any{nil, nil, 0, 7}); err != nil || len(got) != 1 || got[0] != 7 {
+			t.Fatalf("after the kills: %v, %v", got, err)
+		}
+	}
+}
