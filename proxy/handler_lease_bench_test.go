@@ -5,10 +5,7 @@ import (
 	"context"
 	"net"
 	"os"
-	"strconv"
-	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
@@ -197,43 +194,14 @@ type measure struct {
 }
 
 func startMeasure(b *testing.B, rdb *redis.Client, sent func() int64) *measure {
-	return &measure{rdb: rdb, sent: sent, n0: sent(), cpu0: processCPU(b), redisCPU: redisCPU(b, rdb)}
+	return &measure{rdb: rdb, sent: sent, n0: sent(), cpu0: redistest.ProcessCPU(b), redisCPU: redistest.ServerCPU(b, rdb)}
 }
 
 func (m *measure) report(b *testing.B) {
 	n := float64(b.N)
 	b.ReportMetric(float64(m.sent()-m.n0)/n, "redis-calls/op")
-	b.ReportMetric(float64(processCPU(b)-m.cpu0)/float64(time.Microsecond)/n, "cpu-us/op")
-	b.ReportMetric(float64(redisCPU(b, m.rdb)-m.redisCPU)/float64(time.Microsecond)/n, "redis-cpu-us/op")
-}
-
-// processCPU is the user and system CPU time of this process so far.
-func processCPU(b *testing.B) time.Duration {
-	var ru syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
-		b.Fatal(err)
-	}
-	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
-}
-
-// redisCPU is Redis' used_cpu_user + used_cpu_sys (INFO cpu).
-func redisCPU(b *testing.B, rdb *redis.Client) time.Duration {
-	s, err := rdb.Info(context.Background(), "cpu").Result()
-	if err != nil {
-		b.Fatal(err)
-	}
-	var sum float64
-	for _, line := range strings.Split(s, "\n") {
-		k, v, ok := strings.Cut(strings.TrimSpace(line), ":")
-		if ok && (k == "used_cpu_user" || k == "used_cpu_sys") {
-			f, err := strconv.ParseFloat(v, 64)
-			if err != nil {
-				b.Fatalf("INFO cpu %s: %v", k, err)
-			}
-			sum += f
-		}
-	}
-	return time.Duration(sum * float64(time.Second))
+	b.ReportMetric(float64(redistest.ProcessCPU(b)-m.cpu0)/float64(time.Microsecond)/n, "cpu-us/op")
+	b.ReportMetric(float64(redistest.ServerCPU(b, m.rdb)-m.redisCPU)/float64(time.Microsecond)/n, "redis-cpu-us/op")
 }
 
 // callCounter counts the client's round trips.
