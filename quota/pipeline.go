@@ -26,8 +26,9 @@ import (
 // costs is a write, a read (and its EAGAIN), a pool checkout with its
 // liveness probe and a wake-up of its own. On two shared cores that was
 // about half of the proxy's and Redis's CPU for a metered request
-// (bench/README.md). A request takes no lock: the lane's mutex is shared
-// by its writer, its reader and a dial only.
+// (bench/README.md). A request takes no lock unless it is the one writing
+// a batch: the lane's mutex is shared by that writer, the reader and a
+// dial, never by every request.
 //
 // Every call is bounded by the timeout from when it was written, as with
 // go-redis's socket timeouts: a Redis that stops answering fails every
