@@ -48,7 +48,14 @@ const (
 	legMetered     = "tollgate metered"
 	legLease       = "tollgate lease"
 	legDirect      = "direct"
+	// legUnmeteredPost is the metered legs' request (a POST with the same
+	// body, answered 201) on a route no meter matches: what metering adds,
+	// apart from the request's shape, is the gap between it and them.
+	legUnmeteredPost = "tollgate unmetered POST"
 )
+
+var unmeteredPost = &Scenario{Name: "unmetered-post", Plan: "bench", Status: 201,
+	Sequence: []loadgen.Request{{Method: "POST", Path: "/api/v1/notes", Body: message.Body}}}
 
 // pacedAddedKey is the median over rounds of Tollgate's paced p99 minus the
 // direct upstream's, in ms.
@@ -58,6 +65,9 @@ var roundRatios = []struct{ key, num, den string }{
 	{"tollgate_over_nginx_rps", legPassthrough, legNginx},
 	{"metered_over_passthrough_rps", legMetered, legPassthrough},
 	{"lease_over_passthrough_rps", legLease, legPassthrough},
+	// Not targets: the same ratios against the same request unmetered.
+	{"metered_over_unmetered_post_rps", legMetered, legUnmeteredPost},
+	{"lease_over_unmetered_post_rps", legLease, legUnmeteredPost},
 }
 
 // roundLegs are the legs this run can measure: those whose scenario was
@@ -72,6 +82,9 @@ func (e *env) roundLegs() []string {
 		legs = append(legs, legNginx)
 	}
 	legs = append(legs, legPassthrough)
+	if has("metered") || has("lease") {
+		legs = append(legs, legUnmeteredPost)
+	}
 	if has("metered") {
 		legs = append(legs, legMetered)
 	}
@@ -167,6 +180,9 @@ func (e *env) legLoad(leg string) (*Scenario, loadgen.Config, []int) {
 		name = "lease"
 	}
 	sc := scenarioByName(name)
+	if leg == legUnmeteredPost {
+		sc = unmeteredPost
+	}
 	cfg := loadgen.Config{Connections: e.opts.Connections, Sequence: sc.Sequence, Keys: e.keys[sc.Plan], Targets: []string{target}}
 	pids := []int{e.tollgate[0].p.pid()}
 	if leg == legNginx {

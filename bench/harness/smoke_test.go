@@ -65,8 +65,9 @@ func TestHarnessSmoke(t *testing.T) {
 	if _, ok := lease.Ratios["over_metered_exact_rps"]; !ok {
 		t.Errorf("lease ratios %v", lease.Ratios)
 	}
-	// One alternating round of the three Tollgate legs (no nginx here).
-	if rs := rep.Rounds; rs == nil || len(rs.Rounds) != 1 || len(rs.Legs) != 3 ||
+	// One alternating round of the four Tollgate legs (no nginx here).
+	if rs := rep.Rounds; rs == nil || len(rs.Rounds) != 1 || len(rs.Legs) != 4 ||
+		rs.Ratios["lease_over_unmetered_post_rps"].N != 1 ||
 		rs.Ratios["metered_over_passthrough_rps"].N != 1 || rs.Ratios["lease_over_passthrough_rps"].N != 1 ||
 		rs.Ratios[pacedAddedKey].N != 1 {
 		t.Errorf("rounds %+v", rep.Rounds)
