@@ -37,7 +37,7 @@ type Options struct {
 	Rate    float64
 	NoPaced bool // skip the fixed-rate latency runs
 	// Rounds of alternating short runs the throughput ratios are judged
-	// on (rounds.go); default 3, negative for none.
+	// on (rounds.go); default 5, negative for none.
 	Rounds        int
 	RoundDuration time.Duration // timed part of each round's runs; default 3s
 	// SharedRedisURL is used only when redis-server is not installed (no
@@ -131,7 +131,7 @@ func (o *Options) fill() error {
 		o.Rate = 5000
 	}
 	if o.Rounds == 0 {
-		o.Rounds = 3
+		o.Rounds = 5
 	}
 	if o.RoundDuration == 0 {
 		o.RoundDuration = 3 * time.Second
