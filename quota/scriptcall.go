@@ -43,40 +43,35 @@ const (
 
 // runSlice runs the script and returns its array reply. args must start with
 // argKeys placeholders, then the key count, keys and ARGV. args is only
-// read during the call: go-redis has written it out once the reply is
+// read during the call: the command has been written once the reply is
 // read, so the caller may reuse it afterwards.
 func (is *intScript) runSlice(ctx context.Context, c processor, args []any) ([]int64, error) {
-	args[argCmd], args[argScript] = evalshaArg, is.hash
-	cmd := redis.NewIntSliceCmd(ctx, args...)
-	cmd.SetFirstKeyPos(argKeys)
-	_ = c.Process(ctx, cmd)
-	res, err := cmd.Result()
-	if isNoScript(err) {
-		args[argCmd], args[argScript] = evalArg, is.src
-		cmd = redis.NewIntSliceCmd(ctx, args...)
-		cmd.SetFirstKeyPos(argKeys)
-		_ = c.Process(ctx, cmd)
-		res, err = cmd.Result()
-	}
-	return res, err
+	return run(ctx, is, c, args, redis.NewIntSliceCmd).Result()
 }
 
 // runInt runs the script and returns its integer reply; args as for
 // runSlice.
 func (is *intScript) runInt(ctx context.Context, c processor, args []any) (int64, error) {
+	return run(ctx, is, c, args, redis.NewIntCmd).Result()
+}
+
+// run sends EVALSHA and, when the server lacks the script, EVAL with its
+// source, as a command made by newCmd.
+func run[C interface {
+	redis.Cmder
+	SetFirstKeyPos(int8)
+}](ctx context.Context, is *intScript, c processor, args []any, newCmd func(context.Context, ...any) C) C {
 	args[argCmd], args[argScript] = evalshaArg, is.hash
-	cmd := redis.NewIntCmd(ctx, args...)
+	cmd := newCmd(ctx, args...)
 	cmd.SetFirstKeyPos(argKeys)
 	_ = c.Process(ctx, cmd)
-	res, err := cmd.Result()
-	if isNoScript(err) {
+	if isNoScript(cmd.Err()) {
 		args[argCmd], args[argScript] = evalArg, is.src
-		cmd = redis.NewIntCmd(ctx, args...)
+		cmd = newCmd(ctx, args...)
 		cmd.SetFirstKeyPos(argKeys)
 		_ = c.Process(ctx, cmd)
-		res, err = cmd.Result()
 	}
-	return res, err
+	return cmd
 }
 
 // isNoScript reports the server not knowing a script yet (first call after
