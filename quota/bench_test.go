@@ -5,68 +5,74 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"github.com/valyala/fasthttp"
 
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/internal/redistest"
 )
 
-func BenchmarkReserve(b *testing.B) {
+// benchTenant is one benchmark's store and a one-message check for a fresh
+// tenant on plan (limits overriding the plan's); lease puts messages in
+// lease mode.
+type benchTenant struct {
+	rdb *redis.Client
+	s   *Store
+	c   *Check
+}
+
+func newBenchTenant(b *testing.B, plan string, limits map[string]int64, lease bool, opts ...Option) benchTenant {
+	b.Helper()
 	rdb := testClient(b)
 	tc := newTestConfig()
-	s := newStore(b, rdb, tc.Config)
-	id := newTenant(b, s, rdb, tc.PlanBySlug["pro"], 0, nil)
-	c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
+	if lease {
+		tc.messages.Mode = config.ModeLease
+	}
+	s := newStore(b, rdb, tc.Config, opts...)
+	id := newTenant(b, s, rdb, tc.PlanBySlug[plan], 0, limits)
+	return benchTenant{rdb: rdb, s: s, c: &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}}
+}
+
+// reserveLoop reserves bt's check b.N times, each time expecting want
+// (and plan as the decision's plan name); commit also commits each
+// admitted unit.
+func reserveLoop(b *testing.B, bt benchTenant, want Outcome, plan string, commit bool) {
 	ctx := context.Background()
 	var d Decision
 	b.ReportAllocs()
 	for b.Loop() {
-		if err := s.Reserve(ctx, c, &d); err != nil || d.Outcome != Admitted {
-			b.Fatalf("Reserve: %v %v", d.Outcome, err)
+		if err := bt.s.Reserve(ctx, bt.c, &d); err != nil || d.Outcome != want || d.PlanName != plan {
+			b.Fatalf("Reserve: %v %q %v, want %v %q", d.Outcome, d.PlanName, err, want, plan)
+		}
+		if commit {
+			bt.s.Commit(ctx, &d, 1)
 		}
 	}
+}
+
+func BenchmarkReserve(b *testing.B) {
+	reserveLoop(b, newBenchTenant(b, "pro", nil, false), Admitted, "", false)
 }
 
 // BenchmarkReserveLimited is BenchmarkReserve with a finite limit far
 // above what the loop reaches (the bench harness' plans): the script reads
 // the counter before it increments it.
 func BenchmarkReserveLimited(b *testing.B) {
-	rdb := testClient(b)
-	tc := newTestConfig()
-	s := newStore(b, rdb, tc.Config)
-	id := newTenant(b, s, rdb, tc.PlanBySlug["pro"], 0, map[string]int64{"messages": 1_000_000_000_000})
-	c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
-	ctx := context.Background()
-	var d Decision
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := s.Reserve(ctx, c, &d); err != nil || d.Outcome != Admitted {
-			b.Fatalf("Reserve: %v %v", d.Outcome, err)
-		}
-	}
+	reserveLoop(b, newBenchTenant(b, "pro", map[string]int64{"messages": 1_000_000_000_000}, false), Admitted, "", false)
 }
 
 // BenchmarkReserveOverLimit measures a tenant at its limit: every request
 // is refused (the harness' at-limit scenario).
 func BenchmarkReserveOverLimit(b *testing.B) {
-	rdb := testClient(b)
-	tc := newTestConfig()
-	s := newStore(b, rdb, tc.Config)
-	id := newTenant(b, s, rdb, tc.PlanBySlug["free"], 0, nil)
-	c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
+	bt := newBenchTenant(b, "free", nil, false)
 	ctx := context.Background()
 	var d Decision
 	for range 10 {
-		if err := s.Reserve(ctx, c, &d); err != nil || d.Outcome != Admitted {
+		if err := bt.s.Reserve(ctx, bt.c, &d); err != nil || d.Outcome != Admitted {
 			b.Fatalf("Reserve: %v %v", d.Outcome, err)
 		}
 	}
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := s.Reserve(ctx, c, &d); err != nil || d.Outcome != OverLimit || d.PlanName != "Free" {
-			b.Fatalf("Reserve: %v %q %v", d.Outcome, d.PlanName, err)
-		}
-	}
+	reserveLoop(b, bt, OverLimit, "Free", false)
 }
 
 func BenchmarkWriteHeaders(b *testing.B) {
@@ -82,43 +88,25 @@ func BenchmarkWriteHeaders(b *testing.B) {
 // BenchmarkReserveLease is BenchmarkReserve with the feature in lease mode:
 // most requests are decided from the local lease without a Redis call.
 func BenchmarkReserveLease(b *testing.B) {
-	rdb := testClient(b)
-	tc := newTestConfig()
-	tc.messages.Mode = config.ModeLease
-	s := newStore(b, rdb, tc.Config)
-	id := newTenant(b, s, rdb, tc.PlanBySlug["pro"], 0, nil)
-	c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
-	ctx := context.Background()
-	var d Decision
-	b.ReportAllocs()
-	for b.Loop() {
-		if err := s.Reserve(ctx, c, &d); err != nil || d.Outcome != Admitted {
-			b.Fatalf("Reserve: %v %v", d.Outcome, err)
-		}
-		s.Commit(ctx, &d, 1)
-	}
+	reserveLoop(b, newBenchTenant(b, "pro", nil, true), Admitted, "", true)
 }
 
 // BenchmarkReserveLeaseParallel measures the local path under contention
 // from all CPUs on one tenant.
 func BenchmarkReserveLeaseParallel(b *testing.B) {
-	rdb := testClient(b)
-	tc := newTestConfig()
-	tc.messages.Mode = config.ModeLease
-	s := newStore(b, rdb, tc.Config)
-	id := newTenant(b, s, rdb, tc.PlanBySlug["pro"], 0, nil)
-	c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
+	bt := newBenchTenant(b, "pro", nil, true)
 	b.ReportAllocs()
-	reserveParallel(b, s, c)
+	reserveParallel(b, bt)
 }
 
-// reserveParallel reserves c from every goroutine RunParallel starts.
-func reserveParallel(b *testing.B, s *Store, c *Check) {
+// reserveParallel reserves bt's check from every goroutine RunParallel
+// starts.
+func reserveParallel(b *testing.B, bt benchTenant) {
 	b.RunParallel(func(pb *testing.PB) {
 		ctx := context.Background()
 		var d Decision
 		for pb.Next() {
-			if err := s.Reserve(ctx, c, &d); err != nil || d.Outcome != Admitted {
+			if err := bt.s.Reserve(ctx, bt.c, &d); err != nil || d.Outcome != Admitted {
 				b.Errorf("Reserve: %v %v", d.Outcome, err)
 				return
 			}
@@ -132,24 +120,20 @@ func reserveParallel(b *testing.B, s *Store, c *Check) {
 // inverse of throughput) it reports this process's CPU per call and, on a
 // Redis nobody else uses, the server's.
 func BenchmarkReserveParallel(b *testing.B) {
-	rdb := testClient(b)
-	tc := newTestConfig()
 	for _, bc := range []struct {
 		name string
 		opts []Option
 	}{{"pipeline", nil}, {"pool", []Option{WithoutPipeline()}}} {
 		b.Run(bc.name, func(b *testing.B) {
-			s := newStore(b, rdb, tc.Config, bc.opts...)
-			id := newTenant(b, s, rdb, tc.PlanBySlug["pro"], 0, map[string]int64{"messages": 1_000_000_000_000})
-			c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
+			bt := newBenchTenant(b, "pro", map[string]int64{"messages": 1_000_000_000_000}, false, bc.opts...)
 			b.ReportAllocs()
 			b.SetParallelism(16)
-			cpu0, red0 := redistest.ProcessCPU(b), redistest.ServerCPU(b, rdb)
-			reserveParallel(b, s, c)
+			cpu0, red0 := redistest.ProcessCPU(b), redistest.ServerCPU(b, bt.rdb)
+			reserveParallel(b, bt)
 			b.StopTimer()
 			n := float64(b.N)
 			b.ReportMetric(float64(redistest.ProcessCPU(b)-cpu0)/float64(time.Microsecond)/n, "cpu-us/op")
-			b.ReportMetric(float64(redistest.ServerCPU(b, rdb)-red0)/float64(time.Microsecond)/n, "redis-cpu-us/op")
+			b.ReportMetric(float64(redistest.ServerCPU(b, bt.rdb)-red0)/float64(time.Microsecond)/n, "redis-cpu-us/op")
 		})
 	}
 }
