@@ -9,7 +9,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -23,6 +22,7 @@ import (
 	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/billing/billingtest"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/internal/configtest"
 	"github.com/tollgate/tollgate/internal/redistest"
 	"github.com/tollgate/tollgate/proxy"
 	"github.com/tollgate/tollgate/quota"
@@ -89,21 +89,11 @@ func liveRedis(t testing.TB) *redis.Client {
 // loadConfig parses testdata/tollgate.yaml with upstream as the upstream.
 func loadConfig(t testing.TB, upstream string) *config.Config {
 	t.Helper()
-	path := filepath.Join("testdata", "tollgate.yaml")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	env := map[string]string{
+	return configtest.Load(t, filepath.Join("testdata", "tollgate.yaml"), map[string]string{
 		config.EnvUpstreamURL:       upstream,
 		config.EnvRedisURL:          redistest.URL(),
 		"TEST_DASHBOARD_JWT_SECRET": jwtSecret,
-	}
-	cfg, err := config.Parse(path, data, func(k string) string { return env[k] })
-	if err != nil {
-		t.Fatalf("parse %s: %v", path, err)
-	}
-	return cfg
+	})
 }
 
 type envOpts struct {

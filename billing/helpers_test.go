@@ -14,6 +14,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/internal/configtest"
 )
 
 func testDatabaseURL() string {
@@ -83,16 +84,7 @@ func newPool(t *testing.T) *pgxpool.Pool {
 // testConfig is testdata/plans.yaml.
 func testConfig(t *testing.T) *config.Config {
 	t.Helper()
-	path := filepath.Join("testdata", "plans.yaml")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse(path, data, nil)
-	if err != nil {
-		t.Fatalf("parse %s: %v", path, err)
-	}
-	return cfg
+	return configtest.Load(t, filepath.Join("testdata", "plans.yaml"), nil)
 }
 
 // newStore returns a migrated store with the test plans synced and the

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"os"
 	"path/filepath"
 	"strconv"
 	"testing"
@@ -16,6 +15,7 @@ import (
 	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/billing/billingtest"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/internal/configtest"
 	"github.com/tollgate/tollgate/internal/redistest"
 )
 
@@ -82,16 +82,7 @@ func newBilling(t *testing.T, cfg *config.Config) (*billing.Store, string) {
 
 func testConfig(t *testing.T) *config.Config {
 	t.Helper()
-	path := filepath.Join("testdata", "tollgate.yaml")
-	data, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse(path, data, nil)
-	if err != nil {
-		t.Fatalf("parse %s: %v", path, err)
-	}
-	return cfg
+	return configtest.Load(t, filepath.Join("testdata", "tollgate.yaml"), nil)
 }
 
 // newEpoch starts an epoch in the billing store and sets it under a
