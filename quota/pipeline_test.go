@@ -268,32 +268,10 @@ func TestStoreThroughPipelineMatchesPool(t *testing.T) {
 // KILL on a private server). Every call ends, with its own reply or an
 // error, never another caller's; afterwards the pipeline works again.
 func TestPipelineConnectionKilledMidFlight(t *testing.T) {
-	addr := redistest.Private(t)
-	rdb := redis.NewClient(&redis.Options{Addr: addr, ReadTimeout: time.Second})
-	t.Cleanup(func() { rdb.Close() })
-	admin := redis.NewClient(&redis.Options{Addr: addr})
-	t.Cleanup(func() { admin.Close() })
+	rdb, stopKilling := killedClient(t)
 	p := pipelineOf(t, rdb)
 	script := newIntScript(redis.NewScript(echoScript), echoScript)
 	ctx := context.Background()
-
-	stop := make(chan struct{})
-	killed := make(chan int)
-	go func() {
-		n := 0
-		defer func() { killed <- n }()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-time.After(5 * time.Millisecond):
-			}
-			// Every normal client but this one: the pipeline's connection.
-			if k, err := admin.Do(ctx, "client", "kill", "type", "normal", "skipme", "yes").Int(); err == nil {
-				n += k
-			}
-		}
-	}()
 
 	const callers, calls = 64, 100
 	var wg sync.WaitGroup
@@ -320,10 +298,7 @@ func TestPipelineConnectionKilledMidFlight(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	close(stop)
-	if n := <-killed; n == 0 {
-		t.Fatal("no connection was killed: the test proved nothing")
-	}
+	stopKilling()
 	t.Logf("%d calls answered, %d failed with the connection", ok, failed)
 	if ok == 0 {
 		t.Error("no call succeeded between the kills")
@@ -332,6 +307,40 @@ func TestPipelineConnectionKilledMidFlight(t *testing.T) {
 		// The first call after the last kill may find the dead connection.
 		if got, err = script.runSlice(ctx, p, []any{nil, nil, 0, 7}); err != nil || len(got) != 1 || got[0] != 7 {
 			t.Fatalf("after the kills: %v, %v", got, err)
+		}
+	}
+}
+
+// killedClient is a client of a private Redis that drops every connection
+// but its admin's each 5 ms until stop is called; stop fails the test if
+// no connection was ever killed (the test would prove nothing).
+func killedClient(t *testing.T) (rdb *redis.Client, stop func()) {
+	t.Helper()
+	addr := redistest.Private(t)
+	rdb = redis.NewClient(&redis.Options{Addr: addr, ReadTimeout: time.Second})
+	t.Cleanup(func() { rdb.Close() })
+	admin := redis.NewClient(&redis.Options{Addr: addr})
+	t.Cleanup(func() { admin.Close() })
+	done, killed := make(chan struct{}), make(chan int)
+	go func() {
+		n := 0
+		defer func() { killed <- n }()
+		for {
+			select {
+			case <-done:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			// Every normal client but this one: the pipeline's connection.
+			if k, err := admin.Do(context.Background(), "client", "kill", "type", "normal", "skipme", "yes").Int(); err == nil {
+				n += k
+			}
+		}
+	}()
+	return rdb, func() {
+		close(done)
+		if n := <-killed; n == 0 {
+			t.Fatal("no connection was killed: the test proved nothing")
 		}
 	}
 }

@@ -13,9 +13,17 @@ import (
 
 var (
 	//go:embed reserve.lua
-	reserveSrc    string
+	reserveCore string
+	//go:embed reserve_one.lua
+	reserveOne string
+	//go:embed reserve_batch.lua
+	reserveBatch string
+
+	reserveSrc    = reserveCore + "\n" + reserveOne
 	reserveScript = redis.NewScript(reserveSrc)
-	reserveCall   = newIntScript(reserveScript, reserveSrc)
+	// reserveCall's concurrent calls leave the pipeline as one call of
+	// the batch script (pipeline.go, reserve_batch.lua).
+	reserveCall = newIntScript(reserveScript, reserveSrc).batched(reserveCore + "\n" + reserveBatch)
 
 	//go:embed adjust.lua
 	adjustSrc    string
@@ -24,7 +32,10 @@ var (
 )
 
 // Script reply codes beyond the Outcome values.
-const codeAnchorMismatch = 7
+const (
+	codeAnchorMismatch = 7
+	codeMalformed      = 8 // extra: 1 the anchor, 2 the counter
+)
 
 // maxAnchorRetries bounds how often one Reserve follows anchor changes; more
 // than one change during a single request means billing is rewriting the
@@ -183,6 +194,12 @@ func (s *Store) apply(c *Check, d *Decision, res []int64, amount int64) (int64, 
 			return 0, fmt.Errorf("unexpected script reply %v", res)
 		}
 		s.anchors.Store(c.TenantID, res[4])
+	case codeMalformed:
+		what := "counter " + d.key
+		if replyInt(res, 4) == 1 {
+			what = "billing anchor of tenant " + c.TenantID
+		}
+		return 0, fmt.Errorf("malformed %s in Redis", what)
 	default:
 		return 0, fmt.Errorf("unexpected script reply code %d", code)
 	}

@@ -17,10 +17,22 @@ import (
 type intScript struct {
 	hash any // SHA1 of the source, boxed
 	src  any // the source, boxed, for EVAL when the server lacks the script
+	// batch, when set, is the script that runs many of this script's
+	// calls at once; the pipeline folds concurrent EVALSHAs into it.
+	batch *pipeBatch
 }
 
 func newIntScript(s *redis.Script, src string) *intScript {
 	return &intScript{hash: s.Hash(), src: src}
+}
+
+// batched sets the script whose run decides many of is's calls in order:
+// its KEYS are every call's keys, its ARGV per call the key count, the
+// argument count and the arguments, and its reply per call the length of
+// the call's reply, then the reply (reserve_batch.lua).
+func (is *intScript) batched(src string) *intScript {
+	is.batch = &pipeBatch{hash: redis.NewScript(src).Hash(), src: src}
+	return is
 }
 
 // processor is the part of redis.UniversalClient a script call needs.
@@ -64,7 +76,11 @@ func run[C interface {
 	args[argCmd], args[argScript] = evalshaArg, is.hash
 	cmd := newCmd(ctx, args...)
 	cmd.SetFirstKeyPos(argKeys)
-	_ = c.Process(ctx, cmd)
+	if p, ok := c.(*pipeline); ok && is.batch != nil {
+		_ = p.process(ctx, cmd, is.batch)
+	} else {
+		_ = c.Process(ctx, cmd)
+	}
 	if isNoScript(cmd.Err()) {
 		args[argCmd], args[argScript] = evalArg, is.src
 		cmd = newCmd(ctx, args...)
