@@ -39,9 +39,10 @@ import (
 // trip; Redis runs one script instead of one per request, which is most of
 // its CPU for a metered request.
 //
-// Every call is bounded by the timeout from when it was written, as with
-// go-redis's socket timeouts: a Redis that stops answering fails every
-// call in flight and the connection is dropped; the next call dials anew.
+// Every call is bounded by the timeout from when it was made (its wait for
+// the batch in flight included), as with go-redis's socket timeouts: a
+// Redis that stops answering fails every call in flight and the
+// connection is dropped; the next call dials anew.
 type pipeline struct {
 	dial    func(ctx context.Context) (net.Conn, error)
 	setup   [][]any // AUTH/SELECT, sent on each new connection
@@ -128,10 +129,12 @@ const pipeRunSearch = 4
 // pipeCall is one command waiting for its reply, or (members set) a batch
 // script run answering several.
 type pipeCall struct {
-	cmd    redis.Cmder
-	batch  *pipeBatch // the script that may run this call with others
-	next   *pipeCall  // in the lane's stack, in the write, in a group
-	sentAt time.Time
+	cmd   redis.Cmder
+	batch *pipeBatch // the script that may run this call with others
+	next  *pipeCall  // in the lane's stack, in the write, in a group
+	// madeAt is when the call was made: its timeout runs from then, so
+	// waiting for the lane's batch in flight counts against it too.
+	madeAt time.Time
 	done   chan struct{}
 
 	members *pipeCall // a group's calls, linked by next, each run together
@@ -202,7 +205,7 @@ func (p *pipeline) process(ctx context.Context, cmd redis.Cmder, batch *pipeBatc
 		return err
 	}
 	c := pipeCallPool.Get().(*pipeCall)
-	c.cmd, c.batch = cmd, batch
+	c.cmd, c.batch, c.madeAt = cmd, batch, time.Now()
 	ln := p.lanes[0]
 	if len(p.lanes) > 1 {
 		ln = p.lanes[p.next.Add(1)%uint32(len(p.lanes))]
@@ -312,17 +315,17 @@ func (ln *pipeLane) write(ctx context.Context, batch *pipeCall) bool {
 			groupTail = c
 			groupLen++
 			if groupLen == pipeMaxGroup {
-				buf, n = ln.writeGroup(l, buf, n, group, groupLen, now)
+				buf, n = ln.writeGroup(l, buf, n, group, groupLen)
 				group, groupLen = nil, 0
 			}
 			c = next
 			continue
 		}
-		buf, n = l.writeOne(buf, n, c, now)
+		buf, n = l.writeOne(buf, n, c)
 		c = next
 	}
 	if group != nil {
-		buf, n = ln.writeGroup(l, buf, n, group, groupLen, now)
+		buf, n = ln.writeGroup(l, buf, n, group, groupLen)
 	}
 	l.buf = buf
 	ln.p.sent.Add(uint64(n))
@@ -330,11 +333,20 @@ func (ln *pipeLane) write(ctx context.Context, batch *pipeCall) bool {
 		ln.mu.Unlock()
 		return false
 	}
-	if idle && l.readDL.Sub(now) < ln.p.timeout-ln.p.slack {
+	if idle {
 		// Nothing was owed, so the reader may be blocked under an old
-		// deadline or none; these replies must come within the timeout.
-		l.readDL = now.Add(ln.p.timeout)
-		_ = l.conn.SetReadDeadline(l.readDL)
+		// deadline or none; these replies must come within the timeout
+		// of the oldest call, which may have waited for the lane.
+		oldest := now
+		for _, c := range l.queue[l.head:] {
+			if c.madeAt.Before(oldest) {
+				oldest = c.madeAt
+			}
+		}
+		if due := oldest.Add(ln.p.timeout); due.Sub(l.readDL).Abs() > ln.p.slack {
+			l.readDL = due
+			_ = l.conn.SetReadDeadline(due)
+		}
 	}
 	if l.writeDL.Sub(now) < ln.p.timeout-ln.p.slack {
 		l.writeDL = now.Add(ln.p.timeout)
@@ -360,7 +372,7 @@ func (ln *pipeLane) write(ctx context.Context, batch *pipeCall) bool {
 }
 
 // writeOne encodes c into buf and queues it; n counts commands queued.
-func (l *pipeLink) writeOne(buf []byte, n int, c *pipeCall, now time.Time) ([]byte, int) {
+func (l *pipeLink) writeOne(buf []byte, n int, c *pipeCall) ([]byte, int) {
 	mark := len(buf)
 	buf, err := appendCommand(buf, c.cmd.Args())
 	if err != nil {
@@ -368,16 +380,15 @@ func (l *pipeLink) writeOne(buf []byte, n int, c *pipeCall, now time.Time) ([]by
 		c.done <- struct{}{}
 		return buf[:mark], n
 	}
-	c.sentAt = now
 	l.queue = append(l.queue, c)
 	return buf, n + 1
 }
 
 // writeGroup encodes the size calls linked from members as one call of
 // their batch script and queues it; one call alone goes as itself.
-func (ln *pipeLane) writeGroup(l *pipeLink, buf []byte, n int, members *pipeCall, size int, now time.Time) ([]byte, int) {
+func (ln *pipeLane) writeGroup(l *pipeLink, buf []byte, n int, members *pipeCall, size int) ([]byte, int) {
 	if size == 1 {
-		return l.writeOne(buf, n, members, now)
+		return l.writeOne(buf, n, members)
 	}
 	b := members.batch
 	verb, script := "evalsha", b.hash
@@ -393,13 +404,18 @@ func (ln *pipeLane) writeGroup(l *pipeLink, buf []byte, n int, members *pipeCall
 		buf = buf[:mark]
 		for c := members; c != nil; {
 			next := c.next
-			buf, n = l.writeOne(buf, n, c, now)
+			buf, n = l.writeOne(buf, n, c)
 			c = next
 		}
 		return buf, n
 	}
 	g := pipeCallPool.Get().(*pipeCall)
-	g.members, g.sentAt = members, now
+	g.members, g.madeAt = members, members.madeAt
+	for c := members.next; c != nil; c = c.next {
+		if c.madeAt.Before(g.madeAt) {
+			g.madeAt = c.madeAt
+		}
+	}
 	l.queue = append(l.queue, g)
 	return buf, n + 1
 }
@@ -700,7 +716,7 @@ func (ln *pipeLane) read(l *pipeLink) {
 				ln.mu.Unlock()
 				continue
 			}
-			if due := l.queue[l.head].sentAt.Add(ln.p.timeout); time.Now().Before(due) {
+			if due := l.queue[l.head].madeAt.Add(ln.p.timeout); time.Now().Before(due) {
 				// The deadline was armed for a call answered since.
 				l.readDL = due
 				_ = l.conn.SetReadDeadline(due)
@@ -747,7 +763,7 @@ func (ln *pipeLane) deliver(l *pipeLink, replies []pipeReply, calls []*pipeCall)
 		if last {
 			l.busy = false
 		}
-	} else if due := l.queue[l.head].sentAt.Add(ln.p.timeout); due.Sub(l.readDL) > ln.p.slack {
+	} else if due := l.queue[l.head].madeAt.Add(ln.p.timeout); due.Sub(l.readDL) > ln.p.slack {
 		// The next reply owed is younger: its own bound, not the one
 		// of the calls just answered.
 		l.readDL = due

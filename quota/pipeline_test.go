@@ -344,3 +344,48 @@ func killedClient(t *testing.T) (rdb *redis.Client, stop func()) {
 		}
 	}
 }
+
+// TestPipelineTimeoutCountsTheWait: against a server that never answers,
+// calls made while a batch is in flight wait for it and then fail too,
+// each within about one timeout of being made, not one timeout for the
+// batch ahead plus one of its own.
+func TestPipelineTimeoutCountsTheWait(t *testing.T) {
+	const timeout = 300 * time.Millisecond
+	rdb := redis.NewClient(&redis.Options{Addr: silentRedis(t), ReadTimeout: timeout})
+	t.Cleanup(func() { rdb.Close() })
+	p := pipelineOf(t, rdb)
+	script := newIntScript(redis.NewScript(echoScript), echoScript)
+
+	first := make(chan error, 1)
+	go func() {
+		_, err := script.runSlice(context.Background(), p, []any{nil, nil, 0, 1})
+		first <- err
+	}()
+	// The second wave comes while the first call's batch is in flight.
+	time.Sleep(timeout / 2)
+	var wg sync.WaitGroup
+	late := make([]time.Duration, 10)
+	for i := range late {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			start := time.Now()
+			if _, err := script.runSlice(context.Background(), p, []any{nil, nil, 0, i}); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("call %d: %v, want a deadline error", i, err)
+			}
+			late[i] = time.Since(start)
+		}()
+	}
+	wg.Wait()
+	if err := <-first; !errors.Is(err, os.ErrDeadlineExceeded) {
+		t.Errorf("first call: %v, want a deadline error", err)
+	}
+	for i, d := range late {
+		// Behind the first batch without its own clock starting at once,
+		// a call would take 1.5 timeouts; the bound leaves slack for a
+		// loaded machine.
+		if d > timeout*4/3 {
+			t.Errorf("call %d failed after %v, more than the timeout %v after it was made", i, d, timeout)
+		}
+	}
+}

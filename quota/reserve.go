@@ -62,9 +62,11 @@ var errAnchorUnstable = errors.New("tenant anchor keeps changing")
 //
 // On a Redis error or timeout d.Outcome follows the meter feature's
 // FailMode (flags-only checks use the first flag's) and the error is
-// returned for logging; d is always filled. ctx and the client's own
-// timeouts bound the call; the client needs ContextTimeoutEnabled for a
-// ctx deadline to cut a socket read short.
+// returned for logging; d is always filled. Through the pipeline (the
+// default) the Redis timeout bounds the call from when it is made, and a
+// ctx already done fails it at once; a ctx deadline cuts a call short only
+// through go-redis (WithoutPipeline, or a Cluster client), with the
+// client's ContextTimeoutEnabled.
 func (s *Store) Reserve(ctx context.Context, c *Check, d *Decision) error {
 	*d = Decision{}
 	if c == nil {
