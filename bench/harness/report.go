@@ -44,6 +44,10 @@ type Machine struct {
 	// other work on the machine is the main source of noise.
 	LoadAvgStart string `json:"loadavg_start,omitempty"`
 	LoadAvgEnd   string `json:"loadavg_end,omitempty"`
+	// StealPct is the share of the machine's CPU time that the host gave
+	// to other guests from the first scenario to the end of the rounds
+	// (steal.go); -1 when unknown.
+	StealPct float64 `json:"cpu_steal_pct"`
 }
 
 // ScenarioResult is one scenario's runs, one per target.
@@ -78,6 +82,9 @@ type TargetRun struct {
 	MonitorRequests   int64            `json:"monitor_requests,omitempty"`
 	// Paced is the open-loop run at a fixed rate (latency at equal load).
 	Paced *loadgen.Result `json:"paced,omitempty"`
+	// StealPct is the share of the machine's CPU time other guests took
+	// during the timed part; -1 when unknown.
+	StealPct float64 `json:"cpu_steal_pct"`
 }
 
 // TargetCheck is one of the issue's performance targets against this run.
@@ -210,6 +217,9 @@ func (r *Report) Markdown() string {
 	if m.LoadAvgStart != "" {
 		fmt.Fprintf(&b, ", load average %s at the start and %s at the end", m.LoadAvgStart, m.LoadAvgEnd)
 	}
+	if m.StealPct >= 0 {
+		fmt.Fprintf(&b, ", CPU steal %s of the machine's time during the scenarios and rounds (time the host gave other guests)", formatSteal(m.StealPct))
+	}
 	fmt.Fprintf(&b, ".\nLoad: %s", r.Generator)
 	if m.Wrk != "" {
 		fmt.Fprintf(&b, " (%s)", firstWords(m.Wrk, 2))
@@ -217,8 +227,8 @@ func (r *Report) Markdown() string {
 	fmt.Fprintf(&b, ", %d connections, %g s warmup + %g s measured per run; the load generator, Redis, the upstream and the proxies share the cores.\n\n",
 		r.Connections, r.WarmupSec, r.DurationSec)
 
-	b.WriteString("| scenario | target | req/s | p50 ms | p99 ms | p99.9 ms | expected status | Redis cmds/req | Redis round trips/req | proxy CPU µs/req | Redis CPU µs/req | vs Tollgate passthrough |\n")
-	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
+	b.WriteString("| scenario | target | req/s | p50 ms | p99 ms | p99.9 ms | expected status | Redis cmds/req | Redis round trips/req | proxy CPU µs/req | Redis CPU µs/req | vs Tollgate passthrough | CPU steal |\n")
+	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 	for _, s := range r.Scenarios {
 		for _, t := range s.Runs {
 			rt := "–"
@@ -230,9 +240,9 @@ func (r *Report) Markdown() string {
 				vs = fmt.Sprintf("%.2fx", v)
 			}
 			l := t.Load.LatencyUS
-			fmt.Fprintf(&b, "| %s | %s | %.0f | %.3f | %.3f | %.3f | %.1f%% | %s | %s | %.1f | %.1f | %s |\n",
+			fmt.Fprintf(&b, "| %s | %s | %.0f | %.3f | %.3f | %.3f | %.1f%% | %s | %s | %.1f | %.1f | %s | %s |\n",
 				s.Name, t.Target, t.Load.RPS, l.P50/1e3, l.P99/1e3, l.P999/1e3, t.Expected*100,
-				perReq(t.RedisCommandsPerReq), rt, t.CPUUSPerReq, t.RedisCPUUSPerReq, vs)
+				perReq(t.RedisCommandsPerReq), rt, t.CPUUSPerReq, t.RedisCPUUSPerReq, vs, formatSteal(t.StealPct))
 		}
 	}
 	var paced []string
@@ -273,13 +283,13 @@ func (r *Report) Markdown() string {
 	if rs := r.Rounds; rs != nil && len(rs.Rounds) > 0 {
 		fmt.Fprintf(&b, "\nAlternating rounds (req/s; %g s warmup + %g s each, the order reversed every other round; the targets below use their medians):\n\n",
 			rs.WarmupSec, rs.DurationSec)
-		b.WriteString("| round | " + strings.Join(rs.Legs, " | ") + " |\n|" + strings.Repeat(" ---: |", len(rs.Legs)+1) + "\n")
+		b.WriteString("| round | " + strings.Join(rs.Legs, " | ") + " | CPU steal |\n|" + strings.Repeat(" ---: |", len(rs.Legs)+2) + "\n")
 		for i, round := range rs.Rounds {
 			fmt.Fprintf(&b, "| %d |", i+1)
 			for _, leg := range rs.Legs {
 				fmt.Fprintf(&b, " %.0f |", round.RPS[leg])
 			}
-			b.WriteString("\n")
+			fmt.Fprintf(&b, " %s |\n", formatSteal(round.StealPct))
 		}
 		b.WriteString("\n")
 		for _, rr := range roundRatios {

@@ -22,6 +22,9 @@ import (
 type Round struct {
 	RPS      map[string]float64 `json:"rps"`
 	PacedP99 map[string]float64 `json:"paced_p99_ms,omitempty"`
+	// StealPct is the share of the machine's CPU time other guests took
+	// during the round's throughput legs; -1 when unknown.
+	StealPct float64 `json:"cpu_steal_pct"`
 }
 
 // Spread summarises one ratio over the rounds.
@@ -116,6 +119,7 @@ func (e *env) runRounds(ctx context.Context) (*RoundSummary, error) {
 			slices.Reverse(order)
 		}
 		r := Round{RPS: map[string]float64{}}
+		steal0 := readCPUTimes()
 		for _, leg := range order {
 			sc, cfg, pids := e.legLoad(leg)
 			tr, err := e.measure(ctx, sc, cfg, pids)
@@ -127,6 +131,7 @@ func (e *env) runRounds(ctx context.Context) (*RoundSummary, error) {
 			}
 			r.RPS[leg] = tr.Load.RPS
 		}
+		r.StealPct = stealPct(steal0, readCPUTimes())
 		if !saved.NoPaced {
 			if err := e.pacedLegs(ctx, &r, i%2 == 1); err != nil {
 				return nil, fmt.Errorf("round %d: %w", i+1, err)
@@ -241,5 +246,5 @@ func formatRound(legs []string, r Round) string {
 	if len(r.PacedP99) > 0 {
 		s += fmt.Sprintf("; p99 at the fixed rate: direct %.2f ms, tollgate %.2f ms", r.PacedP99[legDirect], r.PacedP99[legPassthrough])
 	}
-	return s
+	return s + "; CPU steal " + formatSteal(r.StealPct)
 }

@@ -148,6 +148,7 @@ func (e *env) run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 
+	steal0 := readCPUTimes()
 	for _, name := range o.Scenarios {
 		sc := scenarioByName(name)
 		res, err := e.runScenario(ctx, sc)
@@ -161,6 +162,7 @@ func (e *env) run(ctx context.Context) (*Report, error) {
 		return nil, fmt.Errorf("alternating rounds: %w", err)
 	}
 	rep.Machine.LoadAvgEnd = loadAvg()
+	rep.Machine.StealPct = stealPct(steal0, readCPUTimes())
 
 	if !o.NoGoBench {
 		e.logf("go test -bench: proxy, config, tenant, quota (%d iterations, %d for in-memory ones)", o.GoBenchIter, o.GoBenchIter*microFactor)
@@ -331,8 +333,8 @@ func (e *env) runScenario(ctx context.Context, sc *Scenario) (ScenarioResult, er
 			e.logf("  at %.0f req/s: p50 %.0f µs, p99 %.0f µs, p99.9 %.0f µs (%d errors)", e.opts.Rate,
 				pr.LatencyUS.P50, pr.LatencyUS.P99, pr.LatencyUS.P999, pr.Errors)
 		}
-		e.logf("  %.0f req/s, p50 %.0f µs, p99 %.0f µs, p99.9 %.0f µs, %.2f Redis commands/req, proxy CPU %.1f µs/req",
-			tr.Load.RPS, tr.Load.LatencyUS.P50, tr.Load.LatencyUS.P99, tr.Load.LatencyUS.P999, tr.RedisCommandsPerReq, tr.CPUUSPerReq)
+		e.logf("  %.0f req/s, p50 %.0f µs, p99 %.0f µs, p99.9 %.0f µs, %.2f Redis commands/req, proxy CPU %.1f µs/req, CPU steal %s",
+			tr.Load.RPS, tr.Load.LatencyUS.P50, tr.Load.LatencyUS.P99, tr.Load.LatencyUS.P999, tr.RedisCommandsPerReq, tr.CPUUSPerReq, formatSteal(tr.StealPct))
 		res.Runs = append(res.Runs, tr)
 	}
 	return res, nil
@@ -368,6 +370,7 @@ func (e *env) measure(ctx context.Context, sc *Scenario, cfg loadgen.Config, pid
 		return tr, err
 	}
 	cfg.Duration = e.opts.Duration
+	steal0 := readCPUTimes()
 	if e.opts.Generator == "wrk" {
 		tr.Load, err = runWrk(ctx, e.dir, e.opts.WrkThreads, cfg)
 	} else {
@@ -376,6 +379,7 @@ func (e *env) measure(ctx context.Context, sc *Scenario, cfg loadgen.Config, pid
 	if err != nil {
 		return tr, err
 	}
+	tr.StealPct = stealPct(steal0, readCPUTimes())
 	cpu1, err := cpuSeconds(e.hz, pids...)
 	if err != nil {
 		return tr, err
@@ -477,7 +481,7 @@ func firstLine(s string) string {
 }
 
 func machineInfo() Machine {
-	m := Machine{NProc: runtime.NumCPU(), GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0), LoadAvgStart: loadAvg()}
+	m := Machine{NProc: runtime.NumCPU(), GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0), LoadAvgStart: loadAvg(), StealPct: -1}
 	if b, err := os.ReadFile("/proc/cpuinfo"); err == nil {
 		for _, line := range strings.Split(string(b), "\n") {
 			if k, v, ok := strings.Cut(line, ":"); ok && strings.TrimSpace(k) == "model name" {
