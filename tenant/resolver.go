@@ -16,6 +16,7 @@ import (
 	"github.com/tollgate/tollgate/config"
 	"github.com/valyala/fasthttp"
 	"go.uber.org/zap"
+	"golang.org/x/sync/singleflight"
 )
 
 // Resolver finds the tenant of a request. It is safe for concurrent use.
@@ -44,6 +45,8 @@ type Resolver struct {
 
 	clock *coarseClock
 	now   func() int64
+
+	flights singleflight.Group // concurrent cache misses of one key (flight.go)
 
 	pubsub    *redis.PubSub
 	live      atomic.Bool   // the subscription runs, so the cache may be used
@@ -180,8 +183,19 @@ func (r *Resolver) resolveAPIKey(ctx context.Context, v []byte) (string, error) 
 }
 
 func (r *Resolver) lookupKey(ctx context.Context, hash string, useCache bool, gen uint64, now int64) (string, error) {
+	if useCache {
+		return r.shared(ctx, flightName('k', hash, gen), func(ctx context.Context) (string, error) {
+			return r.getKey(ctx, hash, true, gen, now)
+		})
+	}
 	ctx, cancel := r.lookupContext(ctx)
 	defer cancel()
+	return r.getKey(ctx, hash, false, gen, now)
+}
+
+// getKey asks Redis which tenant holds the api key hash and caches the
+// answer when useCache.
+func (r *Resolver) getKey(ctx context.Context, hash string, useCache bool, gen uint64, now int64) (string, error) {
 	tid, err := r.rdb.Get(ctx, apiKeyRedisKey(hash)).Result()
 	switch {
 	case errors.Is(err, redis.Nil):
@@ -241,8 +255,19 @@ func (r *Resolver) checkTenant(ctx context.Context, tid string) (string, error) 
 }
 
 func (r *Resolver) lookupTenant(ctx context.Context, tid string, useCache bool, gen uint64, now int64) (string, error) {
+	if useCache {
+		return r.shared(ctx, flightName('t', tid, gen), func(ctx context.Context) (string, error) {
+			return r.existsTenant(ctx, tid, true, gen, now)
+		})
+	}
 	ctx, cancel := r.lookupContext(ctx)
 	defer cancel()
+	return r.existsTenant(ctx, tid, false, gen, now)
+}
+
+// existsTenant asks Redis whether tenant tid exists and caches the answer
+// when useCache.
+func (r *Resolver) existsTenant(ctx context.Context, tid string, useCache bool, gen uint64, now int64) (string, error) {
 	n, err := r.rdb.Exists(ctx, entKey(tid)).Result()
 	if err != nil {
 		return "", fmt.Errorf("tenant: check tenant: %w", err)
