@@ -43,18 +43,28 @@ func TestParseGoBench(t *testing.T) {
 }
 
 func TestMonitorRecordSeparatesScriptCommands(t *testing.T) {
-	m := &monitor{top: map[string]int64{}, lua: map[string]int64{}}
+	m := newMonitor()
 	for _, line := range []string{
 		`+1700000000.100000 [0 127.0.0.1:5555] "evalsha" "abc" "2" "tg:{t}:ent"` + "\r\n",
 		`+1700000000.100001 [0 lua] "EXISTS" "tg:{t}:ent"` + "\r\n",
-		`+1700000000.100002 [0 lua] "incrby" "k" "1"` + "\r\n",
-		`+1700000000.100003 [0 unix:/tmp/r.sock] "get" "tg:apikey:x"` + "\r\n",
+		// Another client's transaction, interleaved with the request path.
+		`+1700000000.100002 [0 127.0.0.1:6000] "MULTI"` + "\r\n",
+		`+1700000000.100003 [0 lua] "incrby" "k" "1"` + "\r\n",
+		`+1700000000.100004 [0 127.0.0.1:6000] "TIME"` + "\r\n",
+		`+1700000000.100005 [0 127.0.0.1:5555] "evalsha" "abc" "2" "tg:{t}:ent"` + "\r\n",
+		`+1700000000.100006 [0 127.0.0.1:6000] "GET" "tg:{t}:c"` + "\r\n",
+		`+1700000000.100007 [0 127.0.0.1:6000] "EXEC"` + "\r\n",
+		`+1700000000.100008 [0 127.0.0.1:6000] "get" "tg:apikey:y"` + "\r\n",
+		`+1700000000.100009 [0 unix:/tmp/r.sock] "get" "tg:apikey:x"` + "\r\n",
 		"garbage\r\n",
 	} {
 		m.record(line)
 	}
-	if m.top["evalsha"] != 1 || m.top["get"] != 1 || m.lua["exists"] != 1 || m.lua["incrby"] != 1 || len(m.top) != 2 {
+	if m.top["evalsha"] != 2 || m.top["get"] != 2 || m.lua["exists"] != 1 || m.lua["incrby"] != 1 || len(m.top) != 2 {
 		t.Fatalf("top %v lua %v", m.top, m.lua)
+	}
+	if m.tx["multi"] != 1 || m.tx["time"] != 1 || m.tx["get"] != 1 || m.tx["exec"] != 1 || len(m.tx) != 4 {
+		t.Fatalf("transactions %v", m.tx)
 	}
 }
 

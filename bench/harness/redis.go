@@ -140,6 +140,12 @@ type monitor struct {
 	mu   sync.Mutex
 	top  map[string]int64
 	lua  map[string]int64
+	// tx counts the commands of MULTI…EXEC transactions, apart: Tollgate's
+	// request path sends none; the usage flush (usage/read.go) and the
+	// admin API do, on their own schedule, and one landing in the pass
+	// would otherwise count as round trips of its requests.
+	tx   map[string]int64
+	inTx map[string]bool // by client address: between its MULTI and EXEC
 	err  error
 }
 
@@ -160,7 +166,8 @@ func startMonitor(addr string) (*monitor, error) {
 		return nil, fmt.Errorf("monitor: unexpected answer %q: %v", line, err)
 	}
 	_ = conn.SetReadDeadline(time.Time{})
-	m := &monitor{conn: conn, top: map[string]int64{}, lua: map[string]int64{}}
+	m := newMonitor()
+	m.conn = conn
 	m.wg.Add(1)
 	go func() {
 		defer m.wg.Done()
@@ -175,8 +182,13 @@ func startMonitor(addr string) (*monitor, error) {
 	return m, nil
 }
 
+func newMonitor() *monitor {
+	return &monitor{top: map[string]int64{}, lua: map[string]int64{}, tx: map[string]int64{}, inTx: map[string]bool{}}
+}
+
 // record parses `+1700000000.123456 [0 127.0.0.1:5555] "evalsha" ...`;
-// commands from scripts show "[0 lua]".
+// commands from scripts show "[0 lua]". A transaction's commands come
+// between its client's MULTI and EXEC (Redis shows them as EXEC runs them).
 func (m *monitor) record(line string) {
 	open, close := strings.IndexByte(line, '['), strings.IndexByte(line, ']')
 	if open < 0 || close < open {
@@ -192,19 +204,23 @@ func (m *monitor) record(line string) {
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if strings.HasSuffix(src, " lua") {
+	switch {
+	case strings.HasSuffix(src, " lua"):
 		m.lua[cmd]++
-	} else {
+	case m.inTx[src] || cmd == "multi":
+		m.tx[cmd]++
+		m.inTx[src] = cmd != "exec" && cmd != "discard"
+	default:
 		m.top[cmd]++
 	}
 }
 
-func (m *monitor) stop() (top, lua map[string]int64) {
+func (m *monitor) stop() (top, lua, tx map[string]int64) {
 	// Let the last lines arrive before closing.
 	time.Sleep(100 * time.Millisecond)
 	m.conn.Close()
 	m.wg.Wait()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.top, m.lua
+	return m.top, m.lua, m.tx
 }

@@ -79,7 +79,10 @@ type TargetRun struct {
 	RoundTripsPerReq  float64          `json:"redis_round_trips_per_req,omitempty"`
 	RoundTripCommands map[string]int64 `json:"redis_round_trip_commands,omitempty"`
 	ScriptCommands    map[string]int64 `json:"redis_script_commands,omitempty"`
-	MonitorRequests   int64            `json:"monitor_requests,omitempty"`
+	// TransactionCommands are the MULTI…EXEC transactions seen during the
+	// pass, left out of the round trips: the request path sends none.
+	TransactionCommands map[string]int64 `json:"redis_transaction_commands,omitempty"`
+	MonitorRequests     int64            `json:"monitor_requests,omitempty"`
 	// Paced is the open-loop run at a fixed rate (latency at equal load).
 	Paced *loadgen.Result `json:"paced,omitempty"`
 	// StealPct is the share of the machine's CPU time other guests took

@@ -444,7 +444,7 @@ func (e *env) countRoundTrips(ctx context.Context, cfg loadgen.Config, tr *Targe
 	cfg.Requests = monitorRequests
 	cfg.Duration = 30 * time.Second
 	res, err := loadgen.Run(ctx, cfg)
-	top, lua := m.stop()
+	top, lua, tx := m.stop()
 	if err != nil {
 		return fmt.Errorf("monitor pass: %w", err)
 	}
@@ -457,6 +457,9 @@ func (e *env) countRoundTrips(ctx context.Context, cfg loadgen.Config, tr *Targe
 	}
 	tr.RoundTripsPerReq = float64(n) / float64(res.Requests)
 	tr.RoundTripCommands, tr.ScriptCommands = top, lua
+	if len(tx) > 0 {
+		tr.TransactionCommands = tx
+	}
 	tr.MonitorRequests = res.Requests
 	return nil
 }
