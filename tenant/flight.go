@@ -18,8 +18,7 @@ import (
 // the answer of a lookup that began before it. Without a live cache
 // (subscription down) every request asks Redis itself, as before.
 
-// flightName names the shared lookup of key (of the cache kind kind) at
-// cache generation gen.
+// flightName names the shared lookup of key at cache generation gen.
 func flightName(kind byte, key string, gen uint64) string {
 	b := make([]byte, 0, len(key)+22)
 	b = append(b, kind)
@@ -29,14 +28,21 @@ func flightName(kind byte, key string, gen uint64) string {
 	return string(b)
 }
 
-// shared runs lookup once for all callers that ask for name at the same
-// time. The lookup gets its own timeout and is not cut short when one
-// caller's ctx ends; each caller stops waiting when its own ctx does.
-func (r *Resolver) shared(ctx context.Context, name string, lookup func(context.Context) (string, error)) (string, error) {
-	ch := r.flights.DoChan(name, func() (any, error) {
+// lookup runs fn, a Redis lookup of key (of the cache kind kind), under
+// the lookup timeout. While the cache is live, callers that ask for the
+// same key at the same generation at the same time share one run of it,
+// which is not cut short when one caller's ctx ends; each caller stops
+// waiting when its own ctx does.
+func (r *Resolver) lookup(ctx context.Context, kind byte, key string, useCache bool, gen uint64, fn func(context.Context) (string, error)) (string, error) {
+	if !useCache {
+		ctx, cancel := r.lookupContext(ctx)
+		defer cancel()
+		return fn(ctx)
+	}
+	ch := r.flights.DoChan(flightName(kind, key, gen), func() (any, error) {
 		lctx, cancel := r.lookupContext(context.WithoutCancel(ctx))
 		defer cancel()
-		return lookup(lctx)
+		return fn(lctx)
 	})
 	select {
 	case res := <-ch:

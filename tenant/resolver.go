@@ -183,14 +183,9 @@ func (r *Resolver) resolveAPIKey(ctx context.Context, v []byte) (string, error) 
 }
 
 func (r *Resolver) lookupKey(ctx context.Context, hash string, useCache bool, gen uint64, now int64) (string, error) {
-	if useCache {
-		return r.shared(ctx, flightName('k', hash, gen), func(ctx context.Context) (string, error) {
-			return r.getKey(ctx, hash, true, gen, now)
-		})
-	}
-	ctx, cancel := r.lookupContext(ctx)
-	defer cancel()
-	return r.getKey(ctx, hash, false, gen, now)
+	return r.lookup(ctx, 'k', hash, useCache, gen, func(ctx context.Context) (string, error) {
+		return r.getKey(ctx, hash, useCache, gen, now)
+	})
 }
 
 // getKey asks Redis which tenant holds the api key hash and caches the
@@ -255,14 +250,9 @@ func (r *Resolver) checkTenant(ctx context.Context, tid string) (string, error) 
 }
 
 func (r *Resolver) lookupTenant(ctx context.Context, tid string, useCache bool, gen uint64, now int64) (string, error) {
-	if useCache {
-		return r.shared(ctx, flightName('t', tid, gen), func(ctx context.Context) (string, error) {
-			return r.existsTenant(ctx, tid, true, gen, now)
-		})
-	}
-	ctx, cancel := r.lookupContext(ctx)
-	defer cancel()
-	return r.existsTenant(ctx, tid, false, gen, now)
+	return r.lookup(ctx, 't', tid, useCache, gen, func(ctx context.Context) (string, error) {
+		return r.existsTenant(ctx, tid, useCache, gen, now)
+	})
 }
 
 // existsTenant asks Redis whether tenant tid exists and caches the answer
