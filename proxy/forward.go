@@ -17,6 +17,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/internal/rawconn"
 )
 
 const (
@@ -559,6 +560,7 @@ func (f *Forwarder) dial(addr string) (net.Conn, error) {
 	if err != nil {
 		return nil, &fwdDialError{err: err}
 	}
+	c = rawconn.Wrap(c)
 	fc := &fwdConn{Conn: c, timeout: f.timeout, slack: fwdDeadlineSlack(f.timeout)}
 	fc.addr = fwdAddr{Addr: c.LocalAddr(), conn: fc}
 	if sc, ok := c.(syscall.Conn); ok {

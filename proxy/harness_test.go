@@ -8,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -25,6 +24,7 @@ import (
 	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/billing/billingtest"
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/internal/rawconn"
 	"github.com/tollgate/tollgate/internal/redistest"
 	"github.com/tollgate/tollgate/proxy"
 	"github.com/tollgate/tollgate/quota"
@@ -237,7 +237,8 @@ func (h *harness) startInstance(o harnessOpts) *instance {
 	}
 	handler := proxy.NewHandler(h.cfg, resolver, store, fwd, popts...)
 	srv := proxy.NewServer(handler.Serve, "tollgate-test")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// The listener tollgate serve uses, so these tests cover its connections.
+	ln, err := rawconn.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/internal/rawconn"
 )
 
 // pipeline carries the hot path's script calls (reserve, release, commit)
@@ -590,6 +592,7 @@ func (p *pipeline) connect(ctx context.Context) (net.Conn, error) {
 	if err != nil {
 		return nil, err
 	}
+	conn = rawconn.Wrap(conn)
 	if len(p.setup) == 0 {
 		return conn, nil
 	}

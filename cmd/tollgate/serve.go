@@ -19,6 +19,7 @@ import (
 	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/demo"
+	"github.com/tollgate/tollgate/internal/rawconn"
 	"github.com/tollgate/tollgate/proxy"
 	"github.com/tollgate/tollgate/quota"
 	"github.com/tollgate/tollgate/tenant"
@@ -163,7 +164,7 @@ func runServer(ctx context.Context, path string, logOut io.Writer, run component
 			proxy.WithUsageTracker(flusher),
 			proxy.WithMount(cfg.Account.Mounts, accountAPI))
 		proxySrv = proxy.NewServer(handler.Serve, "tollgate")
-		if proxyLn, err = net.Listen("tcp", cfg.Listen); err != nil {
+		if proxyLn, err = rawconn.Listen(cfg.Listen); err != nil {
 			return fmt.Errorf("proxy listener: %w", err)
 		}
 	}
