@@ -116,6 +116,12 @@ func NewForwarder(u config.Upstream) (*Forwarder, error) {
 		MaxConnWaitTimeout:       f.timeout,
 		ReadBufferSize:           fwdUpstreamReadBuffer,
 		NoDefaultUserAgentHeader: true,
+		// The most recently used connection first (fasthttp's default is
+		// the least): a burst's connections stay warm and the rest idle
+		// out (MaxIdleConnDuration) instead of every pooled connection
+		// being kept alive in turn; a recently used connection is also
+		// one writeAndAwait may use (fwdAwaitFresh).
+		ConnPoolStrategy: fasthttp.LIFO,
 	}
 	return f, nil
 }

@@ -27,6 +27,7 @@ import (
 	"github.com/valyala/fasthttp/fasthttputil"
 
 	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/internal/rawconn"
 	"github.com/tollgate/tollgate/proxy"
 )
 
@@ -82,7 +83,8 @@ func fwdStartProxy(t testing.TB, u config.Upstream) *fwdProxy {
 		default:
 		}
 	}, "tollgate-test")
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	// The listener tollgate serve uses, so its connections are covered.
+	ln, err := rawconn.Listen("127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)
 	}

@@ -155,6 +155,70 @@ func TestForwardPooledConnection(t *testing.T) {
 	}
 }
 
+// TestForwardReusesLatestConnection: after a burst opened several upstream
+// connections, requests one at a time all go over the one used last, so
+// the others idle out and the busy one stays fresh for writeAndAwait.
+func TestForwardReusesLatestConnection(t *testing.T) {
+	const burst = 6
+	var (
+		mu      sync.Mutex
+		arrived int
+		release = make(chan struct{})
+		seen    []string
+	)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		seen = append(seen, r.RemoteAddr)
+		arrived++
+		if arrived == burst {
+			close(release)
+		}
+		mu.Unlock()
+		select { // the burst's requests wait for each other: one connection each
+		case <-release:
+		case <-time.After(fwdSafety):
+		}
+		_, _ = io.WriteString(w, "ok")
+	}))
+	t.Cleanup(up.Close)
+	p := fwdStartProxy(t, fwdUpstreamConfig(fwdHost(up), fwdSafety))
+
+	var wg sync.WaitGroup
+	for range burst {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if resp, body := fwdRawDo(t, p.addr, "GET /burst HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != http.StatusOK {
+				t.Errorf("burst request: %d %q", resp.StatusCode, body)
+			}
+		}()
+	}
+	wg.Wait()
+	mu.Lock()
+	burstConns := map[string]bool{}
+	for _, a := range seen {
+		burstConns[a] = true
+	}
+	seen = nil
+	mu.Unlock()
+	if len(burstConns) != burst {
+		t.Fatalf("the burst used %d upstream connections, want %d", len(burstConns), burst)
+	}
+
+	for range 2 * burst {
+		if resp, body := fwdRawDo(t, p.addr, "GET /one HTTP/1.1\r\nHost: a\r\n\r\n"); resp.StatusCode != http.StatusOK {
+			t.Fatalf("sequential request: %d %q", resp.StatusCode, body)
+		}
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	for i, a := range seen {
+		if a != seen[0] || !burstConns[a] {
+			t.Fatalf("sequential request %d went over %s, the first over %s; want one pooled connection for all: %v", i, a, seen[0], seen)
+		}
+	}
+}
+
 // TestForwardResponseFraming sends answers the transport reads whole and
 // answers it streams, in turn on one upstream connection: each must arrive
 // intact and leave the connection reusable.
