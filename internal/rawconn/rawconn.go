@@ -32,15 +32,15 @@ type Conn struct {
 	// The buffer and result of the call in progress, read by the callbacks
 	// bound below (a closure per call would allocate); the mutexes keep
 	// concurrent Reads (or Writes) from sharing them, as net.Conn allows.
-	rmu            sync.Mutex
-	rbuf           []byte
-	rn             int
-	rerr           syscall.Errno
-	wmu            sync.Mutex
-	wbuf           []byte
-	wn             int
-	werr           syscall.Errno
-	onRead, onWrit func(uintptr) bool
+	rmu             sync.Mutex
+	rbuf            []byte
+	rn              int
+	rerr            syscall.Errno
+	wmu             sync.Mutex
+	wbuf            []byte
+	wn              int
+	werr            syscall.Errno
+	onRead, onWrite func(uintptr) bool
 }
 
 // Wrap returns c as a Conn when it is a TCP connection with a file
@@ -55,7 +55,7 @@ func Wrap(c net.Conn) net.Conn {
 		return c
 	}
 	r := &Conn{TCPConn: tc, rc: rc}
-	r.onRead, r.onWrit = r.readFD, r.writeFD
+	r.onRead, r.onWrite = r.readFD, r.writeFD
 	return r
 }
 
@@ -118,7 +118,7 @@ func (r *Conn) Write(p []byte) (int, error) {
 	r.wbuf, r.wn, r.werr = p, 0, 0
 	var err error
 	if len(p) > 0 {
-		err = r.rc.Write(r.onWrit)
+		err = r.rc.Write(r.onWrite)
 	}
 	n, errno := r.wn, r.werr
 	r.wbuf = nil

@@ -161,10 +161,10 @@ func TestDeadlines(t *testing.T) {
 	})
 	t.Run("write", func(t *testing.T) {
 		c, _ := pair(t, false) // the server never reads
+		big := make([]byte, 64<<20) // made before the deadline starts running
 		if err := c.SetWriteDeadline(time.Now().Add(50 * time.Millisecond)); err != nil {
 			t.Fatal(err)
 		}
-		big := make([]byte, 64<<20)
 		n, err := c.Write(big)
 		checkTimeout(t, "write", err)
 		if n <= 0 || n >= len(big) {
@@ -225,6 +225,18 @@ func TestResetIsReported(t *testing.T) {
 	var oe *net.OpError
 	if !errors.As(err, &oe) || oe.Op != "read" {
 		t.Errorf("Read after a reset: %v; want a *net.OpError for read", err)
+	}
+	// Writing to the reset connection fails with an error (EPIPE once the
+	// reset is known), as net's writes do; it must not kill the process.
+	if err := c.SetWriteDeadline(time.Now().Add(5 * time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.Write([]byte("after the reset"))
+	if !errors.Is(err, syscall.EPIPE) && !errors.Is(err, syscall.ECONNRESET) {
+		t.Fatalf("Write after a reset: %v; want EPIPE or ECONNRESET", err)
+	}
+	if !errors.As(err, &oe) || oe.Op != "write" {
+		t.Errorf("Write after a reset: %v; want a *net.OpError for write", err)
 	}
 }
 
