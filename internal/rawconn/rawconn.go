@@ -43,6 +43,13 @@ type Conn struct {
 	onRead, onWrite func(uintptr) bool
 }
 
+// maxIO bounds the bytes one raw call moves. A raw call cannot be preempted
+// (a garbage collection's stop-the-world waits for it) and keeps its P, so
+// its time in the kernel is bounded: copying 256 KiB takes tens of
+// microseconds, while a socket buffer autotuned to megabytes could take a
+// millisecond. Buffers larger than this are moved in several calls.
+const maxIO = 256 << 10
+
 // Wrap returns c as a Conn when it is a TCP connection with a file
 // descriptor, else c itself.
 func Wrap(c net.Conn) net.Conn {
@@ -61,7 +68,7 @@ func Wrap(c net.Conn) net.Conn {
 
 func (r *Conn) readFD(fd uintptr) bool {
 	for {
-		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rbuf[0])), uintptr(len(r.rbuf)))
+		n, _, e := syscall.RawSyscall(syscall.SYS_READ, fd, uintptr(unsafe.Pointer(&r.rbuf[0])), uintptr(min(len(r.rbuf), maxIO)))
 		switch e {
 		case syscall.EINTR:
 			continue
@@ -75,7 +82,7 @@ func (r *Conn) readFD(fd uintptr) bool {
 
 func (r *Conn) writeFD(fd uintptr) bool {
 	for len(r.wbuf) > 0 {
-		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&r.wbuf[0])), uintptr(len(r.wbuf)))
+		n, _, e := syscall.RawSyscall(syscall.SYS_WRITE, fd, uintptr(unsafe.Pointer(&r.wbuf[0])), uintptr(min(len(r.wbuf), maxIO)))
 		switch e {
 		case 0:
 			r.wn += int(n)
