@@ -2,6 +2,8 @@ package quota
 
 import (
 	"context"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
@@ -141,4 +143,104 @@ func BenchmarkReserveParallel(b *testing.B) {
 			b.ReportMetric(float64(redistest.ServerCPU(b, bt.rdb)-red0)/float64(time.Microsecond)/n, "redis-cpu-us/op")
 		})
 	}
+}
+
+// BenchmarkReserveScript is Redis's own time for the reserve decisions
+// the pipeline sends (INFO commandstats, so it excludes the network and
+// both processes' system calls), per request decided: eight requests as
+// one batch script run of eight identical ones (one tenant, one route),
+// as a batch of eight tenants' single requests, and, the baseline, as
+// eight runs of the single-request script. "empty" is the price of a
+// script run that does nothing, for scale. Run it on a Redis nobody else
+// uses: commandstats counts every client's EVALSHA.
+func BenchmarkReserveScript(b *testing.B) {
+	rdb := testClient(b)
+	ctx := context.Background()
+	const n = 8
+	argv := func(tenant string) (keys []string, args []any) {
+		return []string{entKey(tenant), "tg:{" + tenant + "}:m:0"}, []any{"0", "1", "1.1", "5", "3600", "l:m"}
+	}
+	tenants := make([]string, n)
+	for i := range tenants {
+		tenants[i] = randomTenant(b)
+		if err := rdb.HSet(ctx, entKey(tenants[i]), "plan", "pro", "anchor", "0", "plan_name", "Pro", "l:m", "1000000000000").Err(); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { cleanupTenant(b, rdb, tenants[i]) })
+	}
+	// batch is one run per tenant given, count requests each.
+	batch := func(count int, ts ...string) (keys []string, args []any) {
+		for _, t := range ts {
+			k, a := argv(t)
+			keys = append(keys, k...)
+			args = append(append(args, len(k), len(a), count), a...)
+		}
+		return keys, args
+	}
+	batchScript := redis.NewScript(reserveCore + "\n" + reserveBatch)
+	oneScript := redis.NewScript(reserveSrc)
+	emptyScript := redis.NewScript("return {}")
+	for _, bc := range []struct {
+		name   string
+		script *redis.Script
+		calls  int // script runs per n requests
+		keys   []string
+		args   []any
+	}{
+		{name: "batch-one-run", script: batchScript, calls: 1, keys: first(batch(n, tenants[0])), args: second(batch(n, tenants[0]))},
+		{name: "batch-eight-tenants", script: batchScript, calls: 1, keys: first(batch(1, tenants...)), args: second(batch(1, tenants...))},
+		{name: "one-by-one", script: oneScript, calls: n, keys: first(argv(tenants[0])), args: second(argv(tenants[0]))},
+		{name: "empty", script: emptyScript, calls: n},
+	} {
+		b.Run(bc.name, func(b *testing.B) {
+			if err := bc.script.Load(ctx, rdb).Err(); err != nil {
+				b.Fatal(err)
+			}
+			us0, calls0 := evalshaStats(b, rdb)
+			for b.Loop() {
+				for range bc.calls {
+					if err := bc.script.EvalSha(ctx, rdb, bc.keys, bc.args...).Err(); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+			us, calls := evalshaStats(b, rdb)
+			if calls-calls0 < int64(b.N*bc.calls) {
+				b.Fatalf("commandstats counted %d EVALSHA, sent %d", calls-calls0, b.N*bc.calls)
+			}
+			b.ReportMetric(float64(us-us0)/float64(b.N*n), "redis-us/req")
+		})
+	}
+}
+
+func first[A, B any](a A, _ B) A  { return a }
+func second[A, B any](_ A, b B) B { return b }
+
+// evalshaStats is Redis's total time in EVALSHA, in µs, and its calls.
+func evalshaStats(tb testing.TB, rdb *redis.Client) (us, calls int64) {
+	tb.Helper()
+	s, err := rdb.Info(context.Background(), "commandstats").Result()
+	if err != nil {
+		tb.Fatal(err)
+	}
+	for _, line := range strings.Split(s, "\n") {
+		rest, ok := strings.CutPrefix(strings.TrimSpace(line), "cmdstat_evalsha:")
+		if !ok {
+			continue
+		}
+		for _, kv := range strings.Split(rest, ",") {
+			k, v, _ := strings.Cut(kv, "=")
+			switch k {
+			case "calls":
+				calls, err = strconv.ParseInt(v, 10, 64)
+			case "usec":
+				us, err = strconv.ParseInt(v, 10, 64)
+			}
+			if err != nil {
+				tb.Fatalf("INFO commandstats %q: %v", line, err)
+			}
+		}
+		return us, calls
+	}
+	return 0, 0
 }

@@ -1,8 +1,8 @@
 -- The reserve decision: checks a tenant's flags and limit and reserves an
 -- amount. This file defines the function only; reserve_one.lua and
 -- reserve_batch.lua (each appended to it, see reserve.go) call it once per
--- script run or once per request of a batch. Either way one script run
--- decides atomically.
+-- script run or once per run of identical requests in a batch. Either way
+-- one script run decides atomically.
 --
 -- keys[1] entitlement hash tg:{tid}:ent
 -- keys[2] counter key (keys[1] again when only flags are checked)
@@ -16,11 +16,6 @@
 -- argv[6] limit field l:<feature>
 -- argv[7..] required flag fields f:<flag>
 --
--- db is how the decision reads and writes Redis: hmget(ent, fields...)
--- returns plan, anchor and the fields; exists(ent); used(key) returns the
--- counter's value or nil when it is not an integer; incr(key, amount, ttl)
--- returns the new value.
---
 -- The reply holds integers only, so the client reads it without boxing
 -- every element: {code, current, limit, ceiling[, extra, name...]}. Codes
 -- are Go's Outcome values: 1 admitted, 2 over limit (extra 0), 3 locked
@@ -30,24 +25,56 @@
 -- plan's display name as one integer per byte (its first 255 bytes;
 -- string.byte's results expand in place at the end of a table
 -- constructor).
-local function reserve(keys, argv, db)
+--
+-- reserve decides count identical requests at once, exactly as deciding
+-- them one after another would: it returns the first's decision, then m
+-- and step (the next m requests get the first's decision with its current
+-- value step, 2 step, ... higher), then, when m < count - 1, the decision
+-- of the rest. Only admitted reserves of a positive amount change the
+-- counter, so every other decision is every request's (m = count - 1,
+-- step 0), and admitted ones stop where the ceiling does.
+--
+-- Commands: one HMGET reads everything the decision needs from the
+-- entitlement; a reserve then costs one INCRBY for all count requests
+-- (plus a GET first when the limit is finite, so a refusal writes
+-- nothing), and EXPIRE only when the INCRBY created the counter: every TTL
+-- the proxy sends for a counter ends at the same instant, so setting it
+-- once is enough. Redis's Lua allocates every table and runs every
+-- instruction at a price that dominated the batch script (bench/README.md),
+-- so the decision keeps both few: no caches, no helper tables.
+-- incr adds amount to key's counter and returns the new value, or nil when
+-- the counter holds something INCRBY refuses (pcall turns that into the
+-- "malformed" reply instead of a script error).
+local function incr(key, amount, ttl)
+  local used = redis.pcall('INCRBY', key, amount)
+  if type(used) ~= 'number' then
+    return nil
+  end
+  if used == amount and ttl > 0 then
+    redis.call('EXPIRE', key, ttl)
+  end
+  return used
+end
+
+local function reserve(keys, argv, count)
+  local same = count - 1
   local ent = keys[1]
-  local h = db.hmget(ent, argv[6], 'plan_name', unpack(argv, 7))
+  local h = redis.call('HMGET', ent, 'plan', 'anchor', argv[6], 'plan_name', unpack(argv, 7))
   -- Every entitlement written by Tollgate has a plan; EXISTS only runs for
   -- a hash without one, to keep "any hash means a known tenant".
-  if not h[1] and db.exists(ent) == 0 then
-    return {4, 0, 0, 0}
+  if not h[1] and redis.call('EXISTS', ent) == 0 then
+    return {4, 0, 0, 0}, same, 0
   end
 
   for i = 5, #h do
     if h[i] ~= '1' then
-      return {3, 0, 0, 0, i - 5, string.byte(h[4] or '', 1, 255)}
+      return {3, 0, 0, 0, i - 5, string.byte(h[4] or '', 1, 255)}, same, 0
     end
   end
 
   local mode = tonumber(argv[4])
   if mode == 3 then
-    return {1, 0, 0, 0}
+    return {1, 0, 0, 0}, same, 0
   end
 
   if mode >= 5 then
@@ -57,10 +84,10 @@ local function reserve(keys, argv, db)
     if anchor ~= argv[1] then
       local a = tonumber(anchor)
       if a == nil or a ~= math.floor(a) then
-        return {8, 0, 0, 0, 1}
+        return {8, 0, 0, 0, 1}, same, 0
       end
       if a ~= tonumber(argv[1]) then
-        return {7, 0, 0, 0, a}
+        return {7, 0, 0, 0, a}, same, 0
       end
     end
     mode = mode - 4
@@ -83,37 +110,56 @@ local function reserve(keys, argv, db)
 
   if amount > 0 and ceiling < 0 then
     -- Unlimited: nothing to compare, only to count.
-    local used = db.incr(key, amount, tonumber(argv[5]))
+    local used = incr(key, count * amount, tonumber(argv[5]))
     if not used then
-      return {8, 0, 0, 0, 2}
+      return {8, 0, 0, 0, 2}, same, 0
     end
-    return {1, used, limit, ceiling}
+    return {1, used - same * amount, limit, ceiling}, same, amount
   end
 
-  local used = db.used(key)
-  if not used then
-    return {8, 0, 0, 0, 2}
+  local used = redis.call('GET', key)
+  if used then
+    used = tonumber(used)
+    if not used then
+      return {8, 0, 0, 0, 2}, same, 0
+    end
+  else
+    used = 0
   end
 
   if mode == 4 then
-    return {1, used, limit, ceiling}
+    return {1, used, limit, ceiling}, same, 0
   end
 
   if mode == 2 then
     if ceiling >= 0 and used >= ceiling then
-      return {2, used, limit, ceiling, 0, string.byte(h[4] or '', 1, 255)}
+      return {2, used, limit, ceiling, 0, string.byte(h[4] or '', 1, 255)}, same, 0
     end
-    return {1, used, limit, ceiling}
+    return {1, used, limit, ceiling}, same, 0
   end
 
-  if ceiling >= 0 and used + amount > ceiling then
-    return {2, used, limit, ceiling, 0, string.byte(h[4] or '', 1, 255)}
-  end
-  if amount > 0 then
-    used = db.incr(key, amount, tonumber(argv[5]))
-    if not used then
-      return {8, 0, 0, 0, 2}
+  if amount <= 0 then
+    if ceiling >= 0 and used + amount > ceiling then
+      return {2, used, limit, ceiling, 0, string.byte(h[4] or '', 1, 255)}, same, 0
     end
+    return {1, used, limit, ceiling}, same, 0
   end
-  return {1, used, limit, ceiling}
+
+  -- How many of the count fit: the first needs used + amount <= ceiling.
+  local n = count
+  if ceiling >= 0 then
+    n = math.min(count, math.floor((ceiling - used) / amount))
+  end
+  if n < 1 then
+    return {2, used, limit, ceiling, 0, string.byte(h[4] or '', 1, 255)}, same, 0
+  end
+  local total = incr(key, n * amount, tonumber(argv[5]))
+  if not total then
+    return {8, 0, 0, 0, 2}, same, 0
+  end
+  local first = {1, total - (n - 1) * amount, limit, ceiling}
+  if n == count then
+    return first, same, amount
+  end
+  return first, n - 1, amount, {2, total, limit, ceiling, 0, string.byte(h[4] or '', 1, 255)}
 end
