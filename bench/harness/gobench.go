@@ -45,7 +45,7 @@ var goBenchSteps = []goBenchStep{
 	{pkg: "./config/", regex: "^BenchmarkRouterMatch$", micro: true},
 	{pkg: "./tenant/", regex: "^(BenchmarkResolveAPIKey|BenchmarkResolveHeader)$", micro: true},
 	{pkg: "./quota/", regex: "^BenchmarkWriteHeaders$", micro: true},
-	{pkg: "./quota/", regex: "^(BenchmarkReserve|BenchmarkReserveLease|BenchmarkReserveParallel)$"},
+	{pkg: "./quota/", regex: "^(BenchmarkReserve|BenchmarkReserveLease|BenchmarkReserveParallel|BenchmarkReserveScript)$"},
 }
 
 // runGoBench runs every step against the run's Redis: allocations per
