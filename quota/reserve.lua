@@ -42,6 +42,7 @@
 -- once is enough. Redis's Lua allocates every table and runs every
 -- instruction at a price that dominated the batch script (bench/README.md),
 -- so the decision keeps both few: no caches, no helper tables.
+
 -- incr adds amount to key's counter and returns the new value, or nil when
 -- the counter holds something INCRBY refuses (pcall turns that into the
 -- "malformed" reply instead of a script error).
