@@ -17,6 +17,7 @@ const (
 	EnvRedisURL    = "TOLLGATE_REDIS_URL"
 	EnvDatabaseURL = "TOLLGATE_DATABASE_URL"
 	EnvAdminToken  = "TOLLGATE_ADMIN_TOKEN"
+	EnvProcs       = "TOLLGATE_PROCS"
 )
 
 // Load reads the configuration file at path, applies the environment
@@ -72,11 +73,12 @@ type parser struct {
 }
 
 func (p *parser) parse(root *yaml.Node) {
-	top := p.object(root, "", "listen", "api_listen", "upstream", "redis", "database", "admin",
+	top := p.object(root, "", "listen", "api_listen", "procs", "upstream", "redis", "database", "admin",
 		"tenant", "features", "default_plan", "plans", "routes", "account")
 	c := p.cfg
 	c.Listen = p.setting(top.get("listen"), "listen", EnvListen, "127.0.0.1:8080", checkListen)
 	c.APIListen = p.setting(top.get("api_listen"), "api_listen", EnvAPIListen, "127.0.0.1:8081", checkListen)
+	c.Procs = procsValue(p.setting(top.get("procs"), "procs", EnvProcs, "auto", checkProcs))
 	p.upstream(top.get("upstream"))
 	p.redis(top.get("redis"))
 	p.database(top.get("database"))

@@ -17,6 +17,11 @@ type Config struct {
 	Listen    string // proxy listener, TOLLGATE_LISTEN, default 127.0.0.1:8080
 	APIListen string // admin/billing API listener, TOLLGATE_API_LISTEN, default 127.0.0.1:8081
 
+	// Procs is how many threads may run Tollgate's Go code at once (the
+	// runtime's GOMAXPROCS): ProcsAuto, ProcsAll or a count >= 1.
+	// TOLLGATE_PROCS, default auto. cmd/tollgate applies it (Procs.For).
+	Procs Procs
+
 	Upstream Upstream
 	Redis    Redis
 	Database Database

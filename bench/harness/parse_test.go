@@ -227,3 +227,22 @@ func TestRoundSpreads(t *testing.T) {
 		t.Errorf("lease ratio without lease legs: %+v", got)
 	}
 }
+
+func TestParseProcs(t *testing.T) {
+	cases := []struct {
+		name, log string
+		want      int
+	}{
+		{"start-up line", `{"level":"info","msg":"redis restored"}
+{"level":"info","ts":"x","msg":"tollgate listening","api":"127.0.0.1:1","procs":1,"procs_setting":"auto","proxy":"127.0.0.1:2"}
+`, 1},
+		{"not started yet", `{"level":"info","msg":"redis restored"}` + "\n", 0},
+		{"torn line", `{"msg":"tollgate listening","procs":`, 0},
+		{"empty", "", 0},
+	}
+	for _, tc := range cases {
+		if got := parseProcs([]byte(tc.log)); got != tc.want {
+			t.Errorf("%s: parseProcs = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}

@@ -1,7 +1,9 @@
 package harness
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -217,4 +219,36 @@ func childrenOf(pid int) []int {
 		}
 	}
 	return out
+}
+
+// loggedProcs reads the GOMAXPROCS Tollgate runs with from its start-up
+// line ("tollgate listening", field procs) in the log at path; 0 when the
+// line is not there within a second.
+func loggedProcs(path string) int {
+	for range 20 {
+		if n := parseProcs(readLog(path)); n > 0 {
+			return n
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	return 0
+}
+
+func readLog(path string) []byte {
+	b, _ := os.ReadFile(path)
+	return b
+}
+
+// parseProcs finds the procs field of the first "tollgate listening" line.
+func parseProcs(log []byte) int {
+	for _, line := range bytes.Split(log, []byte("\n")) {
+		var l struct {
+			Msg   string `json:"msg"`
+			Procs int    `json:"procs"`
+		}
+		if json.Unmarshal(line, &l) == nil && l.Msg == "tollgate listening" {
+			return l.Procs
+		}
+	}
+	return 0
 }

@@ -34,6 +34,9 @@ type Report struct {
 type Machine struct {
 	NProc        int    `json:"nproc"`
 	GOMAXPROCS   int    `json:"gomaxprocs"`
+	// TollgateProcs is the GOMAXPROCS Tollgate reported running with (its
+	// procs setting, see docs/config.md); 0 when its log did not say.
+	TollgateProcs int `json:"tollgate_procs,omitempty"`
 	CPU          string `json:"cpu"`
 	GoVersion    string `json:"go"`
 	Redis        string `json:"redis,omitempty"`
@@ -210,7 +213,11 @@ func (r *Report) Markdown() string {
 	var b strings.Builder
 	m := r.Machine
 	fmt.Fprintf(&b, "# Tollgate benchmark, %s\n\n", r.Date)
-	fmt.Fprintf(&b, "Machine: %d cores (%s), GOMAXPROCS %d, %s", m.NProc, m.CPU, m.GOMAXPROCS, m.GoVersion)
+	fmt.Fprintf(&b, "Machine: %d cores (%s), GOMAXPROCS %d", m.NProc, m.CPU, m.GOMAXPROCS)
+	if m.TollgateProcs > 0 {
+		fmt.Fprintf(&b, " (Tollgate's: %d)", m.TollgateProcs)
+	}
+	fmt.Fprintf(&b, ", %s", m.GoVersion)
 	if m.Redis != "" {
 		fmt.Fprintf(&b, ", %s", firstWords(m.Redis, 3))
 	}

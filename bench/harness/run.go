@@ -144,6 +144,7 @@ func (e *env) run(ctx context.Context) (*Report, error) {
 	if err := e.startTollgates(ctx, 1); err != nil {
 		return nil, err
 	}
+	rep.Machine.TollgateProcs = loggedProcs(e.tollgate[0].p.log)
 	if err := e.makeTenants(ctx); err != nil {
 		return nil, err
 	}

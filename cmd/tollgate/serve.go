@@ -7,6 +7,8 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
+	"runtime"
 	"time"
 
 	"github.com/redis/go-redis/v9"
@@ -78,6 +80,16 @@ func billingServe(ctx context.Context, path string, logOut io.Writer) error {
 	return runServer(ctx, path, logOut, components{proxy: false})
 }
 
+// applyProcs sets GOMAXPROCS from the procs setting and returns the
+// value in force.
+func applyProcs(p config.Procs) int {
+	n, set := p.For(runtime.GOMAXPROCS(0), os.Getenv("GOMAXPROCS") != "")
+	if set {
+		runtime.GOMAXPROCS(n)
+	}
+	return n
+}
+
 func runServer(ctx context.Context, path string, logOut io.Writer, run components) error {
 	cfg, err := config.Load(path)
 	if err != nil {
@@ -88,6 +100,8 @@ func runServer(ctx context.Context, path string, logOut io.Writer, run component
 	}
 	log := newLogger(logOut)
 	defer func() { _ = log.Sync() }()
+	// Before anything sizes itself by GOMAXPROCS (the quota store's lanes).
+	procs := applyProcs(cfg.Procs)
 
 	rdb, err := newRedis(cfg.Redis)
 	if err != nil {
@@ -177,7 +191,7 @@ func runServer(ctx context.Context, path string, logOut io.Writer, run component
 	}
 
 	errc := make(chan error, 2)
-	fields := []zap.Field{zap.String("api", apiLn.Addr().String())}
+	fields := []zap.Field{zap.String("api", apiLn.Addr().String()), zap.Int("procs", procs), zap.Stringer("procs_setting", cfg.Procs)}
 	if proxySrv != nil {
 		fields = append(fields, zap.String("proxy", proxyLn.Addr().String()), zap.String("upstream", cfg.Upstream.URL))
 		go func() { errc <- proxySrv.Serve(proxyLn) }()
