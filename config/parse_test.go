@@ -74,6 +74,9 @@ func TestParseFull(t *testing.T) {
 	if c.Admin.Token != "s3cret" {
 		t.Errorf("admin token = %q, want it from MY_ADMIN_TOKEN", c.Admin.Token)
 	}
+	if c.Procs != 3 {
+		t.Errorf("procs = %v, want 3", c.Procs)
+	}
 	j := c.Tenant.JWT
 	if c.Tenant.Header != "Authorization" || j.Algorithm != "RS256" || j.Claim != "org" || len(j.PublicKeyPEM) == 0 ||
 		j.Issuer != "https://issuer.test" || j.Audience != "tollgate" {

@@ -11,8 +11,9 @@ import (
 
 // nginxConf is the reference proxy: plain proxy_pass with a keep-alive pool
 // to the upstream, the setup the issue compares Tollgate against.
-// worker_processes auto gives nginx one worker per core, as Go's default
-// GOMAXPROCS gives Tollgate one P per core. keepalive_requests is raised on
+// worker_processes auto, nginx's usual setting, gives it one worker per
+// core; Tollgate runs with its own default (procs: auto, half the cores),
+// and the report says which GOMAXPROCS it had. keepalive_requests is raised on
 // both sides because nginx's default (1000) would close connections mid-run
 // and Tollgate has no such limit.
 const nginxConf = `daemon off;

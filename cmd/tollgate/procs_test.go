@@ -7,9 +7,15 @@ import (
 	"github.com/tollgate/tollgate/config"
 )
 
-func TestApplyProcs(t *testing.T) {
+// keepProcs restores the test process's GOMAXPROCS after a test that runs
+// the server in-process, which applies its procs setting.
+func keepProcs(t *testing.T) {
 	prev := runtime.GOMAXPROCS(0)
 	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
+}
+
+func TestApplyProcs(t *testing.T) {
+	keepProcs(t)
 	cases := []struct {
 		name  string
 		start int
