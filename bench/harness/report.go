@@ -32,17 +32,17 @@ type Report struct {
 // Machine says where the figures come from; the load generator and every
 // server share its cores.
 type Machine struct {
-	NProc        int    `json:"nproc"`
-	GOMAXPROCS   int    `json:"gomaxprocs"`
+	NProc      int `json:"nproc"`
+	GOMAXPROCS int `json:"gomaxprocs"`
 	// TollgateProcs is the GOMAXPROCS Tollgate reported running with (its
 	// procs setting, see docs/config.md); 0 when its log did not say.
-	TollgateProcs int `json:"tollgate_procs,omitempty"`
-	CPU          string `json:"cpu"`
-	GoVersion    string `json:"go"`
-	Redis        string `json:"redis,omitempty"`
-	RedisPrivate bool   `json:"redis_private"`
-	Nginx        string `json:"nginx,omitempty"`
-	Wrk          string `json:"wrk,omitempty"`
+	TollgateProcs int    `json:"tollgate_procs,omitempty"`
+	CPU           string `json:"cpu"`
+	GoVersion     string `json:"go"`
+	Redis         string `json:"redis,omitempty"`
+	RedisPrivate  bool   `json:"redis_private"`
+	Nginx         string `json:"nginx,omitempty"`
+	Wrk           string `json:"wrk,omitempty"`
 	// LoadAvg is /proc/loadavg's 1-minute figure at the start and the end:
 	// other work on the machine is the main source of noise.
 	LoadAvgStart string `json:"loadavg_start,omitempty"`
