@@ -78,7 +78,7 @@ func (p *parser) parse(root *yaml.Node) {
 	c := p.cfg
 	c.Listen = p.setting(top.get("listen"), "listen", EnvListen, "127.0.0.1:8080", checkListen)
 	c.APIListen = p.setting(top.get("api_listen"), "api_listen", EnvAPIListen, "127.0.0.1:8081", checkListen)
-	c.Procs = procsValue(p.setting(top.get("procs"), "procs", EnvProcs, "auto", checkProcs))
+	c.Procs = procsValue(p.setting(top.get("procs"), "procs", EnvProcs, "all", checkProcs))
 	p.upstream(top.get("upstream"))
 	p.redis(top.get("redis"))
 	p.database(top.get("database"))

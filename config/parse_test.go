@@ -29,7 +29,7 @@ func TestParseMinimalDefaults(t *testing.T) {
 	}{
 		{"listen", c.Listen, "127.0.0.1:8080"},
 		{"api_listen", c.APIListen, "127.0.0.1:8081"},
-		{"procs", c.Procs, ProcsAuto},
+		{"procs", c.Procs, ProcsAll},
 		{"scheme", c.Upstream.Scheme, "http"},
 		{"host", c.Upstream.Host, "127.0.0.1:9000"},
 		{"timeout", c.Upstream.Timeout, 30 * time.Second},

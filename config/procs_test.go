@@ -11,20 +11,19 @@ func TestParseProcs(t *testing.T) {
 		want            Procs
 		err             string
 	}{
-		{name: "default", want: ProcsAuto},
-		{name: "auto", file: "auto", want: ProcsAuto},
+		{name: "default", want: ProcsAll},
 		{name: "all, any case", file: "All", want: ProcsAll},
 		{name: "count", file: "3", want: 3},
 		{name: "quoted count", file: `"2"`, want: 2},
 		{name: "env wins", file: "all", env: "4", want: 4},
-		{name: "env auto", file: "2", env: "auto", want: ProcsAuto},
-		{name: "zero", file: "0", err: `t.yaml: procs: expected auto, all or a whole number from 1 to 1024, got "0"`},
-		{name: "negative", file: "-1", err: `procs: expected auto, all or a whole number from 1 to 1024, got "-1"`},
+		{name: "env all", file: "2", env: "all", want: ProcsAll},
+		{name: "zero", file: "0", err: `t.yaml: procs: expected all or a whole number from 1 to 1024, got "0"`},
+		{name: "negative", file: "-1", err: `procs: expected all or a whole number from 1 to 1024, got "-1"`},
 		{name: "too many", file: "1025", err: `got "1025"`},
 		{name: "fraction", file: "1.5", err: `got "1.5"`},
-		{name: "word", file: "half", err: `got "half"`},
+		{name: "word", file: "auto", err: `got "auto"`},
 		{name: "list", file: "[1]", err: "procs: expected a string, got a list"},
-		{name: "bad env", env: "lots", err: `t.yaml: env TOLLGATE_PROCS: expected auto, all or a whole number from 1 to 1024, got "lots"`},
+		{name: "bad env", env: "lots", err: `t.yaml: env TOLLGATE_PROCS: expected all or a whole number from 1 to 1024, got "lots"`},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -58,26 +57,19 @@ func TestProcsFor(t *testing.T) {
 	cases := []struct {
 		p       Procs
 		current int
-		envSet  bool
 		want    int
 		set     bool
 	}{
-		{ProcsAuto, 1, false, 1, false},
-		{ProcsAuto, 2, false, 1, true},
-		{ProcsAuto, 3, false, 2, true},
-		{ProcsAuto, 8, false, 4, true},
-		{ProcsAuto, 8, true, 8, false}, // GOMAXPROCS=8 decides
-		{ProcsAll, 8, false, 8, false},
-		{ProcsAll, 3, true, 3, false},
-		{Procs(2), 8, false, 2, true},
-		{Procs(2), 8, true, 2, true}, // a count wins over GOMAXPROCS
-		{Procs(8), 8, false, 8, false},
-		{Procs(16), 2, false, 16, true},
+		{ProcsAll, 8, 8, false},
+		{ProcsAll, 1, 1, false},
+		{Procs(2), 8, 2, true},
+		{Procs(8), 8, 8, false},
+		{Procs(16), 2, 16, true},
 	}
 	for _, tc := range cases {
-		n, set := tc.p.For(tc.current, tc.envSet)
+		n, set := tc.p.For(tc.current)
 		if n != tc.want || set != tc.set {
-			t.Errorf("%v.For(%d, %v) = %d, %v; want %d, %v", tc.p, tc.current, tc.envSet, n, set, tc.want, tc.set)
+			t.Errorf("%v.For(%d) = %d, %v; want %d, %v", tc.p, tc.current, n, set, tc.want, tc.set)
 		}
 	}
 }

@@ -18,8 +18,8 @@ type Config struct {
 	APIListen string // admin/billing API listener, TOLLGATE_API_LISTEN, default 127.0.0.1:8081
 
 	// Procs is how many threads may run Tollgate's Go code at once (the
-	// runtime's GOMAXPROCS): ProcsAuto, ProcsAll or a count >= 1.
-	// TOLLGATE_PROCS, default auto. cmd/tollgate applies it (Procs.For).
+	// runtime's GOMAXPROCS): ProcsAll or a count >= 1. TOLLGATE_PROCS,
+	// default all. cmd/tollgate applies it (Procs.For).
 	Procs Procs
 
 	Upstream Upstream

@@ -11,9 +11,9 @@ import (
 
 // nginxConf is the reference proxy: plain proxy_pass with a keep-alive pool
 // to the upstream, the setup the issue compares Tollgate against.
-// worker_processes auto, nginx's usual setting, gives it one worker per
-// core; Tollgate runs with its own default (procs: auto, half the cores),
-// and the report says which GOMAXPROCS it had. keepalive_requests is raised on
+// worker_processes auto gives nginx one worker per core, as Go's default
+// GOMAXPROCS gives Tollgate one P per core (the report says which GOMAXPROCS
+// Tollgate had; TOLLGATE_PROCS changes it). keepalive_requests is raised on
 // both sides because nginx's default (1000) would close connections mid-run
 // and Tollgate has no such limit.
 const nginxConf = `daemon off;
@@ -50,7 +50,7 @@ http {
 
 // startNginx runs nginx in the foreground with a generated configuration in
 // dir, or returns "" and no error when nginx is not installed.
-func startNginx(ctx context.Context, dir, upstream string) (*proc, string, error) {
+func startNginx(ctx context.Context, dir, upstream string, ownSession bool) (*proc, string, error) {
 	bin, err := exec.LookPath("nginx")
 	if err != nil {
 		for _, p := range []string{"/usr/sbin/nginx", "/usr/local/sbin/nginx"} {
@@ -77,7 +77,7 @@ func startNginx(ctx context.Context, dir, upstream string) (*proc, string, error
 	}
 	// -e keeps nginx from opening /var/log/nginx/error.log before it reads
 	// the configuration (unwritable for non-root users).
-	p, err := startProc(dir, "nginx", nil, bin, "-p", ndir, "-c", confPath, "-e", filepath.Join(ndir, "nginx-error.log"))
+	p, err := startProc(dir, "nginx", ownSession, nil, bin, "-p", ndir, "-c", confPath, "-e", filepath.Join(ndir, "nginx-error.log"))
 	if err != nil {
 		return nil, "", err
 	}

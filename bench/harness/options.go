@@ -25,13 +25,16 @@ type Options struct {
 	Connections int           // client connections; default 32
 	Scenarios   []string      // default all, in the order of AllScenarios
 	// Generator is "wrk", "go" or "auto" (wrk when installed, else go).
-	Generator   string
-	WrkThreads  int  // default 2, one per core of the reference machine
-	NoNginx     bool // skip the nginx reference even when installed
-	NoGoBench   bool // skip the proxy package's allocation benchmark
-	GoBenchIter int  // iterations of each Go benchmark; default 20000
-	Tenants     int  // tenants of the Zipf scenario; default 1000
-	Instances   int  // proxy instances of the multi scenario; default 4
+	Generator  string
+	WrkThreads int  // default 2, one per core of the reference machine
+	NoNginx    bool // skip the nginx reference even when installed
+	NoGoBench  bool // skip the proxy package's allocation benchmark
+	// OwnSessions starts every server in a session, and so a scheduling
+	// group, of its own (BENCH_OWN_SESSIONS=1); see startProc.
+	OwnSessions bool
+	GoBenchIter int // iterations of each Go benchmark; default 20000
+	Tenants     int // tenants of the Zipf scenario; default 1000
+	Instances   int // proxy instances of the multi scenario; default 4
 	// Rate is the open-loop request rate of the latency runs (Go
 	// generator), low enough for every target to keep up; default 5000.
 	Rate    float64
@@ -96,6 +99,7 @@ func OptionsFromEnv(root string) (Options, error) {
 	}
 	o.NoNginx = os.Getenv("BENCH_NGINX") == "0"
 	o.NoGoBench = os.Getenv("BENCH_GOBENCH") == "0"
+	o.OwnSessions = os.Getenv("BENCH_OWN_SESSIONS") == "1"
 	return o, nil
 }
 

@@ -26,7 +26,11 @@ type proc struct {
 	done chan struct{}
 }
 
-func startProc(dir, name string, env []string, bin string, args ...string) (*proc, error) {
+// startProc starts a server. ownSession puts it in a session of its own:
+// with the kernel's autogroup scheduling (on by default) a session is a
+// scheduling group, and CPU is shared fairly between groups rather than
+// between threads, as between containers or systemd services.
+func startProc(dir, name string, ownSession bool, env []string, bin string, args ...string) (*proc, error) {
 	logPath := filepath.Join(dir, name+".log")
 	logf, err := os.Create(logPath)
 	if err != nil {
@@ -38,6 +42,10 @@ func startProc(dir, name string, env []string, bin string, args ...string) (*pro
 	// Own process group: a Ctrl-C of `make bench` must not kill the servers
 	// before the harness has read their CPU counters and stopped them.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if ownSession {
+		// A new session is also a new process group.
+		cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	}
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("start %s: %w", name, err)

@@ -24,14 +24,14 @@ type benchRedis struct {
 	rdb     *redis.Client
 }
 
-func startRedis(ctx context.Context, dir, sharedURL string) (*benchRedis, error) {
+func startRedis(ctx context.Context, dir, sharedURL string, ownSession bool) (*benchRedis, error) {
 	if bin, err := exec.LookPath("redis-server"); err == nil {
 		addr, err := freeAddr()
 		if err != nil {
 			return nil, err
 		}
 		_, port, _ := net.SplitHostPort(addr)
-		p, err := startProc(dir, "redis", nil, bin, "--bind", "127.0.0.1", "--port", port,
+		p, err := startProc(dir, "redis", ownSession, nil, bin, "--bind", "127.0.0.1", "--port", port,
 			"--save", "", "--appendonly", "no", "--dir", dir, "--daemonize", "no")
 		if err != nil {
 			return nil, err

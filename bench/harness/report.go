@@ -14,10 +14,13 @@ import (
 
 // Report is one harness run.
 type Report struct {
-	Date        string           `json:"date"`
-	Machine     Machine          `json:"machine"`
-	Generator   string           `json:"generator"`
-	Connections int              `json:"connections"`
+	Date        string  `json:"date"`
+	Machine     Machine `json:"machine"`
+	Generator   string  `json:"generator"`
+	Connections int     `json:"connections"`
+	// OwnSessions: every server ran in a scheduling group of its own
+	// (BENCH_OWN_SESSIONS=1) instead of all in the harness's.
+	OwnSessions bool             `json:"own_sessions,omitempty"`
 	DurationSec float64          `json:"duration_s"`
 	WarmupSec   float64          `json:"warmup_s"`
 	PacedRate   float64          `json:"paced_rate,omitempty"`
@@ -234,8 +237,14 @@ func (r *Report) Markdown() string {
 	if m.Wrk != "" {
 		fmt.Fprintf(&b, " (%s)", firstWords(m.Wrk, 2))
 	}
-	fmt.Fprintf(&b, ", %d connections, %g s warmup + %g s measured per run; the load generator, Redis, the upstream and the proxies share the cores.\n\n",
+	fmt.Fprintf(&b, ", %d connections, %g s warmup + %g s measured per run; the load generator, Redis, the upstream and the proxies share the cores",
 		r.Connections, r.WarmupSec, r.DurationSec)
+	if r.OwnSessions {
+		b.WriteString(", each server in a session (scheduling group) of its own")
+	} else {
+		b.WriteString(", all in one session (scheduling group)")
+	}
+	b.WriteString(".\n\n")
 
 	b.WriteString("| scenario | target | req/s | p50 ms | p99 ms | p99.9 ms | expected status | Redis cmds/req | Redis round trips/req | proxy CPU µs/req | Redis CPU µs/req | vs Tollgate passthrough | CPU steal |\n")
 	b.WriteString("| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n")

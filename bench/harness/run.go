@@ -99,7 +99,7 @@ func (e *env) run(ctx context.Context) (*Report, error) {
 	o := &e.opts
 	rep := &Report{
 		Date: o.Now.UTC().Format(time.RFC3339), Machine: machineInfo(), Generator: o.Generator,
-		Connections: o.Connections, DurationSec: o.Duration.Seconds(), WarmupSec: o.Warmup.Seconds(),
+		Connections: o.Connections, DurationSec: o.Duration.Seconds(), WarmupSec: o.Warmup.Seconds(), OwnSessions: o.OwnSessions,
 	}
 	if !o.NoPaced {
 		rep.PacedRate = o.Rate
@@ -110,7 +110,7 @@ func (e *env) run(ctx context.Context) (*Report, error) {
 		return nil, err
 	}
 	e.tgBin = tgBin
-	if e.redis, err = startRedis(ctx, e.dir, o.SharedRedisURL); err != nil {
+	if e.redis, err = startRedis(ctx, e.dir, o.SharedRedisURL, o.OwnSessions); err != nil {
 		return nil, err
 	}
 	rep.Machine.RedisPrivate = e.redis.private
@@ -121,14 +121,14 @@ func (e *env) run(ctx context.Context) (*Report, error) {
 	if e.upAddr, err = freeAddr(); err != nil {
 		return nil, err
 	}
-	if e.upstream, err = startProc(e.dir, "upstream", nil, upBin, "--listen", e.upAddr); err != nil {
+	if e.upstream, err = startProc(e.dir, "upstream", o.OwnSessions, nil, upBin, "--listen", e.upAddr); err != nil {
 		return nil, err
 	}
 	if err := waitHTTP(ctx, e.upstream, "http://"+e.upAddr+"/healthz"); err != nil {
 		return nil, err
 	}
 	if wantsTarget(o.Scenarios, "nginx") && !o.NoNginx {
-		if e.nginx, e.nginxAdr, err = startNginx(ctx, e.dir, e.upAddr); err != nil {
+		if e.nginx, e.nginxAdr, err = startNginx(ctx, e.dir, e.upAddr, o.OwnSessions); err != nil {
 			return nil, err
 		}
 		if e.nginx == nil {
@@ -211,7 +211,7 @@ func (e *env) startTollgates(ctx context.Context, n int) error {
 			"TOLLGATE_ADMIN_TOKEN=" + e.token, "TOLLGATE_DATABASE_URL=" + e.dbURL,
 		}
 		name := fmt.Sprintf("tollgate-%d", len(e.tollgate)+1)
-		p, err := startProc(e.dir, name, envv, e.tgBin, "serve", "--config", filepath.Join(e.opts.Root, "bench", "tollgate-bench.yaml"))
+		p, err := startProc(e.dir, name, e.opts.OwnSessions, envv, e.tgBin, "serve", "--config", filepath.Join(e.opts.Root, "bench", "tollgate-bench.yaml"))
 		if err != nil {
 			return err
 		}

@@ -7,7 +7,6 @@ import (
 	"io"
 	"net"
 	"net/http"
-	"os"
 	"runtime"
 	"time"
 
@@ -83,7 +82,7 @@ func billingServe(ctx context.Context, path string, logOut io.Writer) error {
 // applyProcs sets GOMAXPROCS from the procs setting and returns the
 // value in force.
 func applyProcs(p config.Procs) int {
-	n, set := p.For(runtime.GOMAXPROCS(0), os.Getenv("GOMAXPROCS") != "")
+	n, set := p.For(runtime.GOMAXPROCS(0))
 	if set {
 		runtime.GOMAXPROCS(n)
 	}
