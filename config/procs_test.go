@@ -73,3 +73,31 @@ func TestProcsFor(t *testing.T) {
 		}
 	}
 }
+
+// FuzzProcs checks the procs value parser (file and TOLLGATE_PROCS): an
+// accepted value is "all" or a count in range and reads back as itself,
+// and the GOMAXPROCS it yields is always at least 1.
+func FuzzProcs(f *testing.F) {
+	for _, s := range []string{"all", "ALL", " 2 ", "1", "1024", "1025", "0", "-1", "+3", "0x10", "1e3", "auto", ""} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		norm, msg := checkProcs(s)
+		if msg != "" {
+			if norm != "" {
+				t.Fatalf("checkProcs(%q) = %q with error %q", s, norm, msg)
+			}
+			return
+		}
+		p := procsValue(norm)
+		if p.String() != norm {
+			t.Fatalf("checkProcs(%q) = %q, reads back as %q", s, norm, p.String())
+		}
+		if p < 0 || p > maxProcs {
+			t.Fatalf("checkProcs(%q) accepted %d", s, p)
+		}
+		if n, _ := p.For(1); n < 1 {
+			t.Fatalf("%v.For(1) = %d", p, n)
+		}
+	})
+}
