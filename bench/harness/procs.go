@@ -234,17 +234,13 @@ func childrenOf(pid int) []int {
 // line is not there within a second.
 func loggedProcs(path string) int {
 	for range 20 {
-		if n := parseProcs(readLog(path)); n > 0 {
+		b, _ := os.ReadFile(path)
+		if n := parseProcs(b); n > 0 {
 			return n
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
 	return 0
-}
-
-func readLog(path string) []byte {
-	b, _ := os.ReadFile(path)
-	return b
 }
 
 // parseProcs finds the procs field of the first "tollgate listening" line.

@@ -29,7 +29,6 @@ func freeAddr(t *testing.T) string {
 // TestServeAnswersHealthzOnBothListeners runs the real command in-process:
 // demo upstream, proxy and API, then stops it with its context.
 func TestServeAnswersHealthzOnBothListeners(t *testing.T) {
-	keepProcs(t)
 	demoAddr, proxyAddr, apiAddr := freeAddr(t), freeAddr(t), freeAddr(t)
 	t.Setenv("TOLLGATE_UPSTREAM_URL", "http://"+demoAddr)
 	t.Setenv("TOLLGATE_LISTEN", proxyAddr)
@@ -153,7 +152,6 @@ func TestMigrateIsIdempotent(t *testing.T) {
 // TestBillingRunsTheAPIAlone starts `tollgate billing`: the API answers
 // (health, tenant API with JSON errors, JSON 404s) and no proxy listens.
 func TestBillingRunsTheAPIAlone(t *testing.T) {
-	keepProcs(t)
 	proxyAddr, apiAddr := freeAddr(t), freeAddr(t)
 	t.Setenv("TOLLGATE_LISTEN", proxyAddr)
 	t.Setenv("TOLLGATE_API_LISTEN", apiAddr)

@@ -7,15 +7,9 @@ import (
 	"github.com/tollgate/tollgate/config"
 )
 
-// keepProcs restores the test process's GOMAXPROCS after a test that runs
-// the server in-process, which applies its procs setting.
-func keepProcs(t *testing.T) {
+func TestApplyProcs(t *testing.T) {
 	prev := runtime.GOMAXPROCS(0)
 	t.Cleanup(func() { runtime.GOMAXPROCS(prev) })
-}
-
-func TestApplyProcs(t *testing.T) {
-	keepProcs(t)
 	cases := []struct {
 		name  string
 		start int
