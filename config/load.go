@@ -18,6 +18,7 @@ const (
 	EnvDatabaseURL = "TOLLGATE_DATABASE_URL"
 	EnvAdminToken  = "TOLLGATE_ADMIN_TOKEN"
 	EnvProcs       = "TOLLGATE_PROCS"
+	EnvWorkers     = "TOLLGATE_WORKERS"
 )
 
 // Load reads the configuration file at path, applies the environment
@@ -73,12 +74,13 @@ type parser struct {
 }
 
 func (p *parser) parse(root *yaml.Node) {
-	top := p.object(root, "", "listen", "api_listen", "procs", "upstream", "redis", "database", "admin",
+	top := p.object(root, "", "listen", "api_listen", "procs", "workers", "upstream", "redis", "database", "admin",
 		"tenant", "features", "default_plan", "plans", "routes", "account")
 	c := p.cfg
 	c.Listen = p.setting(top.get("listen"), "listen", EnvListen, "127.0.0.1:8080", checkListen)
 	c.APIListen = p.setting(top.get("api_listen"), "api_listen", EnvAPIListen, "127.0.0.1:8081", checkListen)
 	c.Procs = procsValue(p.setting(top.get("procs"), "procs", EnvProcs, "all", checkProcs))
+	c.Workers = workersValue(p.setting(top.get("workers"), "workers", EnvWorkers, "1", checkWorkers))
 	p.upstream(top.get("upstream"))
 	p.redis(top.get("redis"))
 	p.database(top.get("database"))

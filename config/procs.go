@@ -30,21 +30,28 @@ const maxProcs = 1024
 const procsExpect = "all or a whole number from 1 to 1024"
 
 func checkProcs(s string) (string, string) {
-	t := strings.ToLower(strings.TrimSpace(s))
-	if t == "all" {
-		return t, ""
-	}
-	n, err := strconv.Atoi(t)
-	if err != nil || n < 1 || n > maxProcs {
-		return "", "expected " + procsExpect + ", got " + quote(s)
-	}
-	return strconv.Itoa(n), ""
+	return checkWordOrCount(s, "all", maxProcs, procsExpect)
 }
 
 // procsValue turns a value checkProcs accepted into a Procs.
 func procsValue(s string) Procs {
 	n, _ := strconv.Atoi(s) // "all" gives 0, ProcsAll
 	return Procs(n)
+}
+
+// checkWordOrCount accepts word in any case, or a whole number from 1 to
+// maxN, and returns it normalised (word in lower case, the number without
+// spaces or sign).
+func checkWordOrCount(s, word string, maxN int, expect string) (string, string) {
+	t := strings.ToLower(strings.TrimSpace(s))
+	if t == word {
+		return t, ""
+	}
+	n, err := strconv.Atoi(t)
+	if err != nil || n < 1 || n > maxN {
+		return "", "expected " + expect + ", got " + quote(s)
+	}
+	return strconv.Itoa(n), ""
 }
 
 // For returns the GOMAXPROCS to run with, given the runtime's value at

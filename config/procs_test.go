@@ -27,30 +27,39 @@ func TestParseProcs(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			text := validBase
-			if tc.file != "" {
-				text += "procs: " + tc.file + "\n"
-			}
-			c, err := Parse("t.yaml", []byte(text), func(k string) string {
-				if k == EnvProcs {
-					return tc.env
-				}
-				return ""
-			})
-			if tc.err != "" {
-				if err == nil || !strings.Contains(err.Error(), tc.err) {
-					t.Fatalf("err = %v, want it to contain %q", err, tc.err)
-				}
-				return
-			}
-			if err != nil {
-				t.Fatalf("Parse: %v", err)
-			}
-			if c.Procs != tc.want {
+			c := parseSetting(t, "procs", tc.file, EnvProcs, tc.env, tc.err)
+			if c != nil && c.Procs != tc.want {
 				t.Errorf("Procs = %v, want %v", c.Procs, tc.want)
 			}
 		})
 	}
+}
+
+// parseSetting parses validBase with "key: file" added (when file is not
+// empty) and envName set to env. With wantErr it checks that the error
+// contains it and returns nil.
+func parseSetting(t *testing.T, key, file, envName, env, wantErr string) *Config {
+	t.Helper()
+	text := validBase
+	if file != "" {
+		text += key + ": " + file + "\n"
+	}
+	c, err := Parse("t.yaml", []byte(text), func(k string) string {
+		if k == envName {
+			return env
+		}
+		return ""
+	})
+	if wantErr != "" {
+		if err == nil || !strings.Contains(err.Error(), wantErr) {
+			t.Fatalf("err = %v, want it to contain %q", err, wantErr)
+		}
+		return nil
+	}
+	if err != nil {
+		t.Fatalf("Parse: %v", err)
+	}
+	return c
 }
 
 func TestProcsFor(t *testing.T) {

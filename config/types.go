@@ -21,6 +21,10 @@ type Config struct {
 	// runtime's GOMAXPROCS): ProcsAll or a count >= 1. TOLLGATE_PROCS,
 	// default all. cmd/tollgate applies it (Procs.For).
 	Procs Procs
+	// Workers is how many processes serve the listeners (WorkersAuto: one
+	// per P), each with its share of Procs. TOLLGATE_WORKERS, default 1.
+	// cmd/tollgate starts them (Workers.Split).
+	Workers Workers
 
 	Upstream Upstream
 	Redis    Redis

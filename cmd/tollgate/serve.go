@@ -7,6 +7,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"os"
 	"runtime"
 	"time"
 
@@ -72,11 +73,30 @@ type components struct {
 }
 
 func serve(ctx context.Context, path string, logOut io.Writer) error {
-	return runServer(ctx, path, logOut, components{proxy: true})
+	cfg, err := loadServerConfig(path)
+	if err != nil {
+		return err
+	}
+	if spec := os.Getenv(envWorker); spec != "" {
+		lns, err := inheritedListeners(spec)
+		if err != nil {
+			return err
+		}
+		return runServer(ctx, cfg, logOut, components{proxy: true}, lns)
+	}
+	procs, _ := cfg.Procs.For(runtime.GOMAXPROCS(0))
+	if n, each := cfg.Workers.Split(procs); n > 1 {
+		return runWorkers(ctx, cfg, n, each, logOut)
+	}
+	return runServer(ctx, cfg, logOut, components{proxy: true}, nil)
 }
 
 func billingServe(ctx context.Context, path string, logOut io.Writer) error {
-	return runServer(ctx, path, logOut, components{proxy: false})
+	cfg, err := loadServerConfig(path)
+	if err != nil {
+		return err
+	}
+	return runServer(ctx, cfg, logOut, components{proxy: false}, nil)
 }
 
 // applyProcs sets GOMAXPROCS from the procs setting and returns the
@@ -89,14 +109,23 @@ func applyProcs(p config.Procs) int {
 	return n
 }
 
-func runServer(ctx context.Context, path string, logOut io.Writer, run components) error {
+// loadServerConfig loads what `serve` and `billing` need, which is more
+// than `check` insists on: a database.
+func loadServerConfig(path string) (*config.Config, error) {
 	cfg, err := config.Load(path)
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if cfg.Database.URL == "" {
-		return fmt.Errorf("%s: database.url: expected a postgres:// URL (or TOLLGATE_DATABASE_URL): tenants, plans and usage live in PostgreSQL", path)
+		return nil, fmt.Errorf("%s: database.url: expected a postgres:// URL (or TOLLGATE_DATABASE_URL): tenants, plans and usage live in PostgreSQL", path)
 	}
+	return cfg, nil
+}
+
+// runServer runs one Tollgate process. lns, when not nil, are listeners
+// inherited from a master process (this process is one of its workers);
+// otherwise the configured addresses are bound here.
+func runServer(ctx context.Context, cfg *config.Config, logOut io.Writer, run components, lns *workerListeners) error {
 	log := newLogger(logOut)
 	defer func() { _ = log.Sync() }()
 	// Before anything sizes itself by GOMAXPROCS (the quota store's lanes).
@@ -146,7 +175,7 @@ func runServer(ctx context.Context, path string, logOut io.Writer, run component
 	go func() { _ = restorer.Run(bg) }()
 	accountAPI, err := registerAccount(cfg, db, store, mux, log)
 	if err != nil {
-		return fmt.Errorf("%s: account: %w", path, err)
+		return fmt.Errorf("%s: account: %w", cfg.Source, err)
 	}
 	// Everything else on the API listener is a JSON 404, like every other
 	// answer there.
@@ -157,7 +186,6 @@ func runServer(ctx context.Context, path string, logOut io.Writer, run component
 
 	var (
 		proxySrv *fasthttp.Server
-		proxyLn  net.Listener
 		flusher  *usage.Flusher
 	)
 	if run.proxy {
@@ -177,20 +205,19 @@ func runServer(ctx context.Context, path string, logOut io.Writer, run component
 			proxy.WithUsageTracker(flusher),
 			proxy.WithMount(cfg.Account.Mounts, accountAPI))
 		proxySrv = proxy.NewServer(handler.Serve, "tollgate")
-		if proxyLn, err = rawconn.Listen(cfg.Listen); err != nil {
-			return fmt.Errorf("proxy listener: %w", err)
-		}
 	}
-	apiLn, err := net.Listen("tcp", cfg.APIListen)
+	proxyLn, apiLn, err := bindListeners(cfg, run, lns)
 	if err != nil {
-		if proxyLn != nil {
-			proxyLn.Close()
-		}
-		return fmt.Errorf("api listener: %w", err)
+		return err
 	}
 
 	errc := make(chan error, 2)
 	fields := []zap.Field{zap.String("api", apiLn.Addr().String()), zap.Int("procs", procs), zap.Stringer("procs_setting", cfg.Procs)}
+	if lns != nil {
+		fields = append(fields, zap.Int("worker", lns.index), zap.Int("workers", lns.count))
+	} else {
+		fields = append(fields, zap.Int("workers", 1))
+	}
 	if proxySrv != nil {
 		fields = append(fields, zap.String("proxy", proxyLn.Addr().String()), zap.String("upstream", cfg.Upstream.URL))
 		go func() { errc <- proxySrv.Serve(proxyLn) }()
@@ -219,6 +246,27 @@ func runServer(ctx context.Context, path string, logOut io.Writer, run component
 		return err
 	}
 	return nil
+}
+
+// bindListeners returns the proxy listener (nil when run has no proxy)
+// and the API listener: the inherited ones for a worker, else new ones on
+// the configured addresses.
+func bindListeners(cfg *config.Config, run components, lns *workerListeners) (proxyLn, apiLn net.Listener, err error) {
+	if lns != nil {
+		return rawconn.WrapListener(lns.proxy), lns.api, nil
+	}
+	if run.proxy {
+		if proxyLn, err = rawconn.Listen(cfg.Listen); err != nil {
+			return nil, nil, fmt.Errorf("proxy listener: %w", err)
+		}
+	}
+	if apiLn, err = net.Listen("tcp", cfg.APIListen); err != nil {
+		if proxyLn != nil {
+			proxyLn.Close()
+		}
+		return nil, nil, fmt.Errorf("api listener: %w", err)
+	}
+	return proxyLn, apiLn, nil
 }
 
 // openBilling connects to PostgreSQL, applies the embedded migrations and

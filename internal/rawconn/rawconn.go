@@ -170,3 +170,9 @@ func Listen(addr string) (net.Listener, error) {
 	}
 	return listener{ln}, nil
 }
+
+// WrapListener makes the TCP connections ln accepts Conns: for a listener
+// made elsewhere (one inherited from a parent process).
+func WrapListener(ln net.Listener) net.Listener {
+	return listener{ln}
+}
