@@ -230,19 +230,23 @@ func TestRoundSpreads(t *testing.T) {
 
 func TestParseProcs(t *testing.T) {
 	cases := []struct {
-		name, log string
-		want      int
+		name, log      string
+		procs, workers int
 	}{
-		{"start-up line", `{"level":"info","msg":"redis restored"}
+		{"start-up line before workers", `{"level":"info","msg":"redis restored"}
 {"level":"info","ts":"x","msg":"tollgate listening","api":"127.0.0.1:1","procs":1,"procs_setting":"auto","proxy":"127.0.0.1:2"}
-`, 1},
-		{"not started yet", `{"level":"info","msg":"redis restored"}` + "\n", 0},
-		{"torn line", `{"msg":"tollgate listening","procs":`, 0},
-		{"empty", "", 0},
+`, 1, 1},
+		{"one process", `{"level":"info","ts":"x","msg":"tollgate listening","api":"127.0.0.1:1","procs":2,"procs_setting":"all","workers":1,"proxy":"127.0.0.1:2"}`, 2, 1},
+		{"workers", `{"level":"info","msg":"tollgate workers started","workers":2,"procs_each":1}
+{"level":"info","ts":"x","msg":"tollgate listening","api":"127.0.0.1:1","procs":1,"procs_setting":"1","worker":1,"workers":2,"proxy":"127.0.0.1:2"}
+`, 1, 2},
+		{"not started yet", `{"level":"info","msg":"redis restored"}` + "\n", 0, 0},
+		{"torn line", `{"msg":"tollgate listening","procs":`, 0, 0},
+		{"empty", "", 0, 0},
 	}
 	for _, tc := range cases {
-		if got := parseProcs([]byte(tc.log)); got != tc.want {
-			t.Errorf("%s: parseProcs = %d, want %d", tc.name, got, tc.want)
+		if procs, workers := parseProcs([]byte(tc.log)); procs != tc.procs || workers != tc.workers {
+			t.Errorf("%s: parseProcs = %d, %d; want %d, %d", tc.name, procs, workers, tc.procs, tc.workers)
 		}
 	}
 }

@@ -229,30 +229,34 @@ func childrenOf(pid int) []int {
 	return out
 }
 
-// loggedProcs reads the GOMAXPROCS Tollgate runs with from its start-up
-// line ("tollgate listening", field procs) in the log at path; 0 when the
-// line is not there within a second.
-func loggedProcs(path string) int {
+// loggedProcs reads the GOMAXPROCS Tollgate runs with and its number of
+// worker processes from its start-up line ("tollgate listening", fields
+// procs and workers; a worker's line when it runs workers) in the log at
+// path; 0, 0 when the line is not there within a second.
+func loggedProcs(path string) (procs, workers int) {
 	for range 20 {
 		b, _ := os.ReadFile(path)
-		if n := parseProcs(b); n > 0 {
-			return n
+		if procs, workers = parseProcs(b); procs > 0 {
+			return procs, workers
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	return 0
+	return 0, 0
 }
 
-// parseProcs finds the procs field of the first "tollgate listening" line.
-func parseProcs(log []byte) int {
+// parseProcs finds the procs and workers fields of the first "tollgate
+// listening" line; a line from before the workers setting counts as one
+// worker.
+func parseProcs(log []byte) (procs, workers int) {
 	for _, line := range bytes.Split(log, []byte("\n")) {
 		var l struct {
-			Msg   string `json:"msg"`
-			Procs int    `json:"procs"`
+			Msg     string `json:"msg"`
+			Procs   int    `json:"procs"`
+			Workers int    `json:"workers"`
 		}
 		if json.Unmarshal(line, &l) == nil && l.Msg == "tollgate listening" {
-			return l.Procs
+			return l.Procs, max(l.Workers, 1)
 		}
 	}
-	return 0
+	return 0, 0
 }

@@ -39,13 +39,17 @@ type Machine struct {
 	GOMAXPROCS int `json:"gomaxprocs"`
 	// TollgateProcs is the GOMAXPROCS Tollgate reported running with (its
 	// procs setting, see docs/config.md); 0 when its log did not say.
-	TollgateProcs int    `json:"tollgate_procs,omitempty"`
-	CPU           string `json:"cpu"`
-	GoVersion     string `json:"go"`
-	Redis         string `json:"redis,omitempty"`
-	RedisPrivate  bool   `json:"redis_private"`
-	Nginx         string `json:"nginx,omitempty"`
-	Wrk           string `json:"wrk,omitempty"`
+	TollgateProcs int `json:"tollgate_procs,omitempty"`
+	// TollgateWorkers is how many processes Tollgate served with (its
+	// workers setting), each with TollgateProcs Ps; 0 when its log did
+	// not say.
+	TollgateWorkers int    `json:"tollgate_workers,omitempty"`
+	CPU             string `json:"cpu"`
+	GoVersion       string `json:"go"`
+	Redis           string `json:"redis,omitempty"`
+	RedisPrivate    bool   `json:"redis_private"`
+	Nginx           string `json:"nginx,omitempty"`
+	Wrk             string `json:"wrk,omitempty"`
 	// LoadAvg is /proc/loadavg's 1-minute figure at the start and the end:
 	// other work on the machine is the main source of noise.
 	LoadAvgStart string `json:"loadavg_start,omitempty"`
@@ -217,7 +221,10 @@ func (r *Report) Markdown() string {
 	m := r.Machine
 	fmt.Fprintf(&b, "# Tollgate benchmark, %s\n\n", r.Date)
 	fmt.Fprintf(&b, "Machine: %d cores (%s), GOMAXPROCS %d", m.NProc, m.CPU, m.GOMAXPROCS)
-	if m.TollgateProcs > 0 {
+	switch {
+	case m.TollgateWorkers > 1:
+		fmt.Fprintf(&b, " (Tollgate's: %d workers × %d)", m.TollgateWorkers, m.TollgateProcs)
+	case m.TollgateProcs > 0:
 		fmt.Fprintf(&b, " (Tollgate's: %d)", m.TollgateProcs)
 	}
 	fmt.Fprintf(&b, ", %s", m.GoVersion)

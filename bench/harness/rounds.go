@@ -189,7 +189,7 @@ func (e *env) legLoad(leg string) (*Scenario, loadgen.Config, []int) {
 		sc = unmeteredPost
 	}
 	cfg := loadgen.Config{Connections: e.opts.Connections, Sequence: sc.Sequence, Keys: e.keys[sc.Plan], Targets: []string{target}}
-	pids := []int{e.tollgate[0].p.pid()}
+	pids := e.tollgate[0].pids()
 	if leg == legNginx {
 		pids = append([]int{e.nginx.pid()}, childrenOf(e.nginx.pid())...)
 	}

@@ -42,6 +42,13 @@ type instance struct {
 	addr, api string
 }
 
+// pids are the instance's processes: Tollgate itself and, when it runs
+// workers (the workers setting), each of them; looked up when asked, as a
+// worker that died is replaced.
+func (in *instance) pids() []int {
+	return append([]int{in.p.pid()}, childrenOf(in.p.pid())...)
+}
+
 // Run runs the selected scenarios and writes their results. Every server it
 // starts is stopped before it returns.
 func Run(ctx context.Context, opts Options) (*Report, error) {
@@ -144,7 +151,7 @@ func (e *env) run(ctx context.Context) (*Report, error) {
 	if err := e.startTollgates(ctx, 1); err != nil {
 		return nil, err
 	}
-	rep.Machine.TollgateProcs = loggedProcs(e.tollgate[0].p.log)
+	rep.Machine.TollgateProcs, rep.Machine.TollgateWorkers = loggedProcs(e.tollgate[0].p.log)
 	if err := e.makeTenants(ctx); err != nil {
 		return nil, err
 	}
@@ -306,7 +313,7 @@ func (e *env) runScenario(ctx context.Context, sc *Scenario) (ScenarioResult, er
 		case "tollgate":
 			for _, in := range e.tollgate {
 				cfg.Targets = append(cfg.Targets, in.addr)
-				pids = append(pids, in.p.pid())
+				pids = append(pids, in.pids()...)
 			}
 			if len(e.tollgate) > 1 {
 				name = fmt.Sprintf("tollgate x%d", len(e.tollgate))
