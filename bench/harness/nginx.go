@@ -11,9 +11,10 @@ import (
 
 // nginxConf is the reference proxy: plain proxy_pass with a keep-alive pool
 // to the upstream, the setup the issue compares Tollgate against.
-// worker_processes auto gives nginx one worker per core, as Go's default
-// GOMAXPROCS gives Tollgate one P per core (the report says which GOMAXPROCS
-// Tollgate had; TOLLGATE_PROCS changes it). keepalive_requests is raised on
+// worker_processes auto gives nginx one worker per core, as `workers: auto`
+// in bench/tollgate-bench.yaml gives Tollgate one worker process of one P
+// per core (the report says which; TOLLGATE_WORKERS and TOLLGATE_PROCS
+// change it). keepalive_requests is raised on
 // both sides because nginx's default (1000) would close connections mid-run
 // and Tollgate has no such limit.
 const nginxConf = `daemon off;

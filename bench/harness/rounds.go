@@ -55,6 +55,11 @@ const (
 	// body, answered 201) on a route no meter matches: what metering adds,
 	// apart from the request's shape, is the gap between it and them.
 	legUnmeteredPost = "tollgate unmetered POST"
+	// The same legs on Tollgate as one process, when the configuration
+	// runs workers: what the workers buy, measured in the same rounds.
+	legSinglePassthrough = "tollgate 1 process passthrough"
+	legSingleMetered     = "tollgate 1 process metered"
+	legSingleLease       = "tollgate 1 process lease"
 )
 
 var unmeteredPost = &Scenario{Name: "unmetered-post", Plan: "bench", Status: 201,
@@ -71,6 +76,13 @@ var roundRatios = []struct{ key, num, den string }{
 	// Not targets: the same ratios against the same request unmetered.
 	{"metered_over_unmetered_post_rps", legMetered, legUnmeteredPost},
 	{"lease_over_unmetered_post_rps", legLease, legUnmeteredPost},
+	// Not targets: Tollgate as one process, and the workers over it.
+	{"single_over_nginx_rps", legSinglePassthrough, legNginx},
+	{"single_metered_over_single_passthrough_rps", legSingleMetered, legSinglePassthrough},
+	{"single_lease_over_single_passthrough_rps", legSingleLease, legSinglePassthrough},
+	{"passthrough_workers_over_single_rps", legPassthrough, legSinglePassthrough},
+	{"metered_workers_over_single_rps", legMetered, legSingleMetered},
+	{"lease_workers_over_single_rps", legLease, legSingleLease},
 }
 
 // roundLegs are the legs this run can measure: those whose scenario was
@@ -93,6 +105,15 @@ func (e *env) roundLegs() []string {
 	}
 	if has("lease") {
 		legs = append(legs, legLease)
+	}
+	if e.single != nil {
+		legs = append(legs, legSinglePassthrough)
+		if has("metered") {
+			legs = append(legs, legSingleMetered)
+		}
+		if has("lease") {
+			legs = append(legs, legSingleLease)
+		}
 	}
 	if len(legs) < 2 {
 		return nil
@@ -175,24 +196,28 @@ func (e *env) pacedLegs(ctx context.Context, r *Round, flip bool) error {
 
 // legLoad is the load and the measured processes of one leg.
 func (e *env) legLoad(leg string) (*Scenario, loadgen.Config, []int) {
-	name, target := "passthrough", e.tollgate[0].addr
+	name, in := "passthrough", e.tollgate[0]
 	switch leg {
-	case legNginx:
-		target = e.nginxAdr
 	case legMetered:
 		name = "metered"
 	case legLease:
 		name = "lease"
+	case legSinglePassthrough:
+		in = e.single
+	case legSingleMetered:
+		name, in = "metered", e.single
+	case legSingleLease:
+		name, in = "lease", e.single
 	}
 	sc := scenarioByName(name)
 	if leg == legUnmeteredPost {
 		sc = unmeteredPost
 	}
-	cfg := loadgen.Config{Connections: e.opts.Connections, Sequence: sc.Sequence, Keys: e.keys[sc.Plan], Targets: []string{target}}
-	pids := e.tollgate[0].pids()
+	target, pids := in.addr, in.pids()
 	if leg == legNginx {
-		pids = append([]int{e.nginx.pid()}, childrenOf(e.nginx.pid())...)
+		target, pids = e.nginxAdr, append([]int{e.nginx.pid()}, childrenOf(e.nginx.pid())...)
 	}
+	cfg := loadgen.Config{Connections: e.opts.Connections, Sequence: sc.Sequence, Keys: e.keys[sc.Plan], Targets: []string{target}}
 	return sc, cfg, pids
 }
 

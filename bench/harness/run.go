@@ -33,8 +33,12 @@ type env struct {
 	tgBin    string
 	token    string
 	tollgate []*instance
-	keys     map[string][]string // plan or "zipf" → API keys
-	created  []createdTenant
+	// single is Tollgate as one process (TOLLGATE_WORKERS=1), for the
+	// rounds' comparison legs; nil when the configuration runs one process
+	// anyway.
+	single  *instance
+	keys    map[string][]string // plan or "zipf" → API keys
+	created []createdTenant
 }
 
 type instance struct {
@@ -87,6 +91,9 @@ func (e *env) logf(format string, args ...any) {
 func (e *env) teardown() {
 	for _, in := range e.tollgate {
 		in.p.stop()
+	}
+	if e.single != nil {
+		e.single.p.stop()
 	}
 	e.nginx.stop()
 	e.upstream.stop()
@@ -166,6 +173,11 @@ func (e *env) run(ctx context.Context) (*Report, error) {
 		rep.Scenarios = append(rep.Scenarios, res)
 	}
 	rep.computeRatios()
+	if rep.Machine.TollgateWorkers > 1 && o.Rounds > 0 && len(e.roundLegs()) > 0 {
+		if e.single, err = e.startTollgate(ctx, "tollgate-single", "TOLLGATE_WORKERS=1"); err != nil {
+			return nil, err
+		}
+	}
 	if rep.Rounds, err = e.runRounds(ctx); err != nil {
 		return nil, fmt.Errorf("alternating rounds: %w", err)
 	}
@@ -204,33 +216,43 @@ func wantsTarget(scenarios []string, target string) bool {
 // startTollgates brings the number of running instances up to n.
 func (e *env) startTollgates(ctx context.Context, n int) error {
 	for len(e.tollgate) < n {
-		addr, err := freeAddr()
+		in, err := e.startTollgate(ctx, fmt.Sprintf("tollgate-%d", len(e.tollgate)+1))
 		if err != nil {
 			return err
 		}
-		api, err := freeAddr()
-		if err != nil {
-			return err
-		}
-		envv := []string{
-			"TOLLGATE_LISTEN=" + addr, "TOLLGATE_API_LISTEN=" + api,
-			"TOLLGATE_UPSTREAM_URL=http://" + e.upAddr, "TOLLGATE_REDIS_URL=" + e.redis.url,
-			"TOLLGATE_ADMIN_TOKEN=" + e.token, "TOLLGATE_DATABASE_URL=" + e.dbURL,
-		}
-		name := fmt.Sprintf("tollgate-%d", len(e.tollgate)+1)
-		p, err := startProc(e.dir, name, e.opts.OwnSessions, envv, e.tgBin, "serve", "--config", filepath.Join(e.opts.Root, "bench", "tollgate-bench.yaml"))
-		if err != nil {
-			return err
-		}
-		e.tollgate = append(e.tollgate, &instance{p: p, addr: addr, api: api})
-		if err := waitHTTP(ctx, p, "http://"+addr+"/healthz"); err != nil {
-			return err
-		}
-		if err := waitHTTP(ctx, p, "http://"+api+"/healthz"); err != nil {
-			return err
-		}
+		e.tollgate = append(e.tollgate, in)
 	}
 	return nil
+}
+
+// startTollgate starts one instance on fresh ports, with extra settings
+// in the environment, and waits until both its listeners answer.
+func (e *env) startTollgate(ctx context.Context, name string, extraEnv ...string) (*instance, error) {
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	api, err := freeAddr()
+	if err != nil {
+		return nil, err
+	}
+	envv := append([]string{
+		"TOLLGATE_LISTEN=" + addr, "TOLLGATE_API_LISTEN=" + api,
+		"TOLLGATE_UPSTREAM_URL=http://" + e.upAddr, "TOLLGATE_REDIS_URL=" + e.redis.url,
+		"TOLLGATE_ADMIN_TOKEN=" + e.token, "TOLLGATE_DATABASE_URL=" + e.dbURL,
+	}, extraEnv...)
+	p, err := startProc(e.dir, name, e.opts.OwnSessions, envv, e.tgBin, "serve", "--config", filepath.Join(e.opts.Root, "bench", "tollgate-bench.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	in := &instance{p: p, addr: addr, api: api}
+	for _, url := range []string{"http://" + addr + "/healthz", "http://" + api + "/healthz"} {
+		if err := waitHTTP(ctx, p, url); err != nil {
+			p.stop()
+			return nil, err
+		}
+	}
+	return in, nil
 }
 
 // stopExtraTollgates keeps only the first n instances.

@@ -65,8 +65,19 @@ func TestHarnessSmoke(t *testing.T) {
 	if _, ok := lease.Ratios["over_metered_exact_rps"]; !ok {
 		t.Errorf("lease ratios %v", lease.Ratios)
 	}
-	// One alternating round of the four Tollgate legs (no nginx here).
-	if rs := rep.Rounds; rs == nil || len(rs.Rounds) != 1 || len(rs.Legs) != 4 ||
+	// One alternating round of the four Tollgate legs (no nginx here) and,
+	// when Tollgate runs workers (workers: auto on more than one CPU), the
+	// same three metered and unmetered legs on Tollgate as one process.
+	legs := 4
+	if rep.Machine.TollgateWorkers > 1 {
+		legs = 7
+		for _, k := range []string{"passthrough_workers_over_single_rps", "metered_workers_over_single_rps", "lease_workers_over_single_rps"} {
+			if rep.Rounds == nil || rep.Rounds.Ratios[k].N != 1 {
+				t.Errorf("no %s in the rounds: %+v", k, rep.Rounds)
+			}
+		}
+	}
+	if rs := rep.Rounds; rs == nil || len(rs.Rounds) != 1 || len(rs.Legs) != legs ||
 		rs.Ratios["lease_over_unmetered_post_rps"].N != 1 ||
 		rs.Ratios["metered_over_passthrough_rps"].N != 1 || rs.Ratios["lease_over_passthrough_rps"].N != 1 ||
 		rs.Ratios[pacedAddedKey].N != 1 {
