@@ -11,9 +11,9 @@ import "strconv"
 //
 // Why processes: one process with two Ps hands goroutines between its
 // threads (wake-ups, work stealing, a futex per hand-off); two processes
-// with one P each never do. On the 2-core bench host that measured 13 %
-// more passthrough throughput, 11 % more in lease mode and the same in
-// exact mode, whose Redis batches halve (bench/README.md, "Workers"). Every worker keeps its own tenant cache, Redis and
+// with one P each never do. On the 2-core bench host that measured 12-13 %
+// more passthrough throughput, 11-12 % more in lease mode and 0-4 % more
+// in exact mode, whose Redis batches halve (bench/README.md, "Workers"). Every worker keeps its own tenant cache, Redis and
 // PostgreSQL connections and, in lease mode, its own lease, exactly as
 // separate replicas do.
 type Workers int
