@@ -65,6 +65,9 @@ type Decision struct {
 	// so Release and Commit need no period or key recomputation.
 	key  string
 	mode mode
+	// tenant is the request's tenant, for the entitlement a gauge delete's
+	// Commit reads.
+	tenant string
 	// lease is the lease-mode state the units came from; nil in exact mode.
 	lease *leaseState
 }

@@ -89,7 +89,7 @@ func TestFailModes(t *testing.T) {
 		{"metered fails open", Check{Meter: fixed(tc.messages, 1), Amount: 1}, FailedOpen},
 		{"response amount fails open", Check{Meter: fromResponse(tc.tokens)}, FailedOpen},
 		{"gauge fails closed", Check{Meter: fixed(tc.agents, 1), Amount: 1}, Unavailable},
-		{"gauge delete fails closed", Check{Meter: fixed(tc.agents, -1), Amount: -1}, Unavailable},
+		{"gauge delete with a flag fails closed", Check{Meter: fixed(tc.agents, -1), Amount: -1, Flags: []*config.Feature{tc.integrations}}, Unavailable},
 		{"gauge configured open", Check{Meter: fixed(openGauge, 1), Amount: 1}, FailedOpen},
 		{"meter's mode beats the flags'", Check{Meter: fixed(tc.messages, 1), Amount: 1, Flags: []*config.Feature{tc.integrations}}, FailedOpen},
 		{"flags only use the first flag", Check{Flags: []*config.Feature{tc.integrations}}, Unavailable},
@@ -113,6 +113,33 @@ func TestFailModes(t *testing.T) {
 				t.Errorf("failed decision carries reserved %d limit %d", d.Reserved, d.Limit)
 			}
 		})
+	}
+}
+
+// TestGaugeDeleteWithoutRedis: a delete without flags needs nothing from
+// Redis to be forwarded (it can only free units), and its decrement after
+// the 2xx waits for reconcile instead of being lost.
+func TestGaugeDeleteWithoutRedis(t *testing.T) {
+	tc := newTestConfig()
+	s := newStore(t, deadClient(t), tc.Config)
+	ctx := context.Background()
+	c := Check{TenantID: randomTenant(t), Meter: fixed(tc.agents, -1), Amount: -1}
+	var d Decision
+	if err := s.Reserve(ctx, &c, &d); err != nil {
+		t.Fatalf("Reserve of a delete with Redis down: %v", err)
+	}
+	if d.Outcome != Admitted || d.Limit != -1 {
+		t.Fatalf("delete: outcome %v limit %d, want admitted with no limit", d.Outcome, d.Limit)
+	}
+	if s.hasPending() {
+		t.Fatal("pending counts before the delete was committed")
+	}
+	s.Commit(ctx, &d, -1)
+	if !s.hasPending() {
+		t.Fatal("the decrement of a committed delete was dropped with Redis down")
+	}
+	if d.Limit != -1 {
+		t.Errorf("failed commit set limit %d", d.Limit)
 	}
 }
 

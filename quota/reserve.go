@@ -29,6 +29,10 @@ var (
 	adjustSrc    string
 	adjustScript = redis.NewScript(adjustSrc)
 	adjustCall   = newIntScript(adjustScript, adjustSrc)
+
+	//go:embed gauge_delete.lua
+	gaugeDeleteSrc  string
+	gaugeDeleteCall = newIntScript(redis.NewScript(gaugeDeleteSrc), gaugeDeleteSrc)
 )
 
 // Script reply codes beyond the Outcome values.
@@ -51,8 +55,10 @@ var errAnchorUnstable = errors.New("tenant anchor keeps changing")
 // everything. Metered features and gauges with a positive amount are
 // admitted iff used+amount <= ceiling (unlimited: always, still counting).
 // AmountResponseHeader reserves nothing and admits while used < ceiling. A
-// gauge with a negative amount (delete) reserves nothing; Commit decrements
-// after the upstream's 2xx.
+// gauge with a negative amount (delete) reserves nothing and, unless it
+// requires flags, is admitted without a Redis call: it can only free units.
+// Commit decrements after the upstream's 2xx, in the delete's one round trip
+// (with flags to check, its second).
 //
 // A metered feature in lease mode (config.ModeLease) is decided from this
 // instance's lease: no Redis call while the lease holds units, one call to
@@ -89,6 +95,18 @@ func (s *Store) Reserve(ctx context.Context, c *Check, d *Decision) error {
 			m = modeReserve
 			amount = max(amount, 0)
 		}
+	}
+
+	if m == modeDelete && !hasFlag(c.Flags) {
+		// Nothing to check: a delete never takes a tenant past a limit, so
+		// it is forwarded like an unmetered request, and fail modes (which
+		// protect limits) do not apply. The limit for the response's
+		// headers comes back with Commit's decrement.
+		d.Outcome, d.mode, d.tenant = Admitted, modeDelete, c.TenantID
+		d.Limit, d.Ceiling = -1, -1
+		var buf [128]byte
+		d.key, _ = boxedString(appendCounterKey(buf[:0], c.TenantID, fi, 0))
+		return nil
 	}
 
 	if fi != nil && fi.lease && (m == modeResponse || (m == modeReserve && amount > 0)) {
@@ -132,7 +150,7 @@ func (s *Store) Reserve(ctx context.Context, c *Check, d *Decision) error {
 			args[argKeys+1] = keyArg
 			argv[3] = modeArgs[sm]
 		}
-		d.mode = m
+		d.mode, d.tenant = m, c.TenantID
 
 		res, err := reserveCall.runSlice(ctx, s.hot, args)
 		if err != nil {
@@ -273,6 +291,17 @@ func warning(f *config.Feature, cur, limit int64) bool {
 	}
 	// The epsilon keeps 0.8×10 from landing a hair above 8.
 	return float64(cur)+1e-9 >= f.Warning*float64(limit)
+}
+
+// hasFlag reports whether flags holds a flag to check (nil entries are
+// skipped, as the script's arguments skip them).
+func hasFlag(flags []*config.Feature) bool {
+	for _, f := range flags {
+		if f != nil {
+			return true
+		}
+	}
+	return false
 }
 
 // lockedFlag maps the script's index (over the non-nil flags it was sent)

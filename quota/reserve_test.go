@@ -2,6 +2,7 @@ package quota
 
 import (
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
@@ -67,8 +68,15 @@ func TestReserveOutcomes(t *testing.T) {
 			want: want{Admitted, tc.agents, "", 5, 5, 5, true, 1, time.Time{}}, usage: 5},
 		{name: "gauge full", plan: "free", check: Check{Meter: fixed(tc.agents, 1), Amount: 1}, before: 5,
 			want: want{OverLimit, tc.agents, "Free", 5, 5, 5, true, 0, time.Time{}}, usage: 5},
+		// Without flags a delete is not checked: the limit comes with Commit.
 		{name: "gauge delete reserves nothing", plan: "free", check: Check{Meter: fixed(tc.agents, -1), Amount: -1},
-			want: want{Admitted, tc.agents, "", 0, 5, 5, false, 0, time.Time{}}, usage: 0},
+			want: want{Admitted, tc.agents, "", 0, -1, -1, false, 0, time.Time{}}, usage: 0},
+		{name: "gauge delete of an unknown tenant is not checked", unknown: true, check: Check{Meter: fixed(tc.agents, -1), Amount: -1},
+			want: want{Admitted, tc.agents, "", 0, -1, -1, false, 0, time.Time{}}},
+		{name: "gauge delete with a flag is checked", plan: "mini", check: Check{Meter: fixed(tc.agents, -1), Amount: -1, Flags: []*config.Feature{tc.integrations}},
+			want: want{Admitted, tc.agents, "", 0, 20, 20, false, 0, time.Time{}}, usage: 0},
+		{name: "gauge delete with a flag off", plan: "free", check: Check{Meter: fixed(tc.agents, -1), Amount: -1, Flags: []*config.Feature{tc.integrations}},
+			want: want{outcome: Locked, feature: tc.integrations, plan: "Free"}, usage: 0},
 		{name: "response amount reserves nothing", plan: "free", check: Check{Meter: fromResponse(tc.tokens), Amount: 50},
 			want: want{Admitted, tc.tokens, "", 0, 10, 10, false, 0, mayEnd}, usage: 0},
 		{name: "flags all on", plan: "mini", check: Check{Flags: []*config.Feature{tc.integrations}},
@@ -112,6 +120,82 @@ func TestReserveOutcomes(t *testing.T) {
 				if n := usage(t, s, id, c.Meter.Feature); n != tt.usage {
 					t.Errorf("usage = %d, want %d", n, tt.usage)
 				}
+			}
+		})
+	}
+}
+
+// TestGaugeDeleteCommit: a delete's Commit takes the units off in one
+// round trip (the Reserve before it sends nothing) and reports the usage
+// after it with the limit, for the response's headers.
+func TestGaugeDeleteCommit(t *testing.T) {
+	rdb := testClient(t)
+	tc := newTestConfig()
+	s := newStore(t, rdb, tc.Config)
+	ctx := context.Background()
+	type want struct {
+		current, limit, ceiling int64
+		warning                 bool
+		usage                   int64 // the gauge afterwards
+	}
+	tests := []struct {
+		name   string
+		plan   string // "" for a tenant without entitlement
+		gauge  string // the gauge's value before, "" for none
+		amount int64  // what Commit is given
+		want   want
+	}{
+		{name: "one of five", plan: "free", gauge: "5", amount: -1, want: want{4, 5, 5, true, 4}},
+		{name: "positive amount", plan: "free", gauge: "5", amount: 2, want: want{3, 5, 5, false, 3}},
+		{name: "never below zero", plan: "free", gauge: "2", amount: -3, want: want{0, 5, 5, false, 0}},
+		{name: "no gauge yet", plan: "free", amount: -1, want: want{0, 5, 5, false, 0}},
+		{name: "unlimited", plan: "pro", gauge: "7", amount: -1, want: want{6, -1, -1, false, 6}},
+		{name: "no entitlement still counts", gauge: "3", amount: -1, want: want{2, -1, -1, false, 2}},
+		{name: "malformed gauge changes nothing", plan: "free", gauge: "x", amount: -1, want: want{0, -1, -1, false, -1}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var id string
+			if tt.plan == "" {
+				id = randomTenant(t)
+				cleanupTenant(t, rdb, id)
+			} else {
+				id = newTenant(t, s, rdb, tc.PlanBySlug[tt.plan], 0, nil)
+			}
+			key := counterKey(id, s.info(tc.agents), 0)
+			if tt.gauge != "" {
+				if err := rdb.Set(ctx, key, tt.gauge, 0).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sent0 := s.PipelinedCommands()
+			// The route's amount is negative; Commit takes either sign.
+			n := -max(tt.amount, -tt.amount)
+			c := &Check{TenantID: id, Meter: fixed(tc.agents, n), Amount: n}
+			d := mustReserve(t, s, c)
+			if n := s.PipelinedCommands() - sent0; n != 0 {
+				t.Fatalf("the delete's Reserve sent %d commands, want 0", n)
+			}
+			s.Commit(ctx, &d, tt.amount)
+			if n := s.PipelinedCommands() - sent0; n != 1 {
+				t.Errorf("the delete sent %d commands, want 1", n)
+			}
+			got := want{d.Current, d.Limit, d.Ceiling, d.Warning, 0}
+			raw, err := rdb.Get(ctx, key).Result()
+			switch {
+			case err == redis.Nil:
+			case err != nil:
+				t.Fatal(err)
+			case raw == "x":
+				got.usage = -1
+			default:
+				got.usage, _ = strconv.ParseInt(raw, 10, 64)
+			}
+			if got != tt.want {
+				t.Errorf("after the delete\n got %+v\nwant %+v", got, tt.want)
+			}
+			if s.hasPending() {
+				t.Error("counts left pending with Redis up")
 			}
 		})
 	}

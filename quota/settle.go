@@ -36,7 +36,8 @@ func (s *Store) Release(ctx context.Context, d *Decision) {
 //   - AmountResponseHeader: amount is charged now. The request was admitted
 //     while usage was below the ceiling, so this one request may take usage
 //     past the ceiling by its own amount; the next one is refused.
-//   - Gauge delete: the counter drops by |amount|, never below zero.
+//   - Gauge delete: the counter drops by |amount|, never below zero, and d
+//     takes the usage after it and the limit (for the response's headers).
 //   - FailedOpen: amount (signed) is added to the local pending counts that
 //     the reconcile loop pushes into Redis once it answers again.
 //   - Anything else was fully counted by Reserve: nothing to do.
@@ -57,10 +58,7 @@ func (s *Store) Commit(ctx context.Context, d *Decision, amount int64) {
 				s.chargeResponse(ctx, d, amount)
 			}
 		case modeDelete:
-			if amount > 0 {
-				amount = -amount
-			}
-			s.adjust(ctx, d, amount)
+			s.deleteGauge(ctx, d, max(amount, -amount))
 		}
 	}
 }
@@ -113,6 +111,42 @@ func (s *Store) adjust(ctx context.Context, d *Decision, delta int64) {
 			zap.String("key", d.key), zap.Int64("delta", delta), zap.Error(err))
 		s.addPending(d.key, delta, d.expiry())
 	}
+}
+
+// deleteGauge takes n units off d's gauge, never below zero, and fills d's
+// Current, Limit, Ceiling and Warning from the reply. When Redis fails the
+// decrement is kept for reconcile and d keeps what it had (no limit when
+// the delete was admitted without a check, so no headers).
+func (s *Store) deleteGauge(ctx context.Context, d *Decision, n int64) {
+	if n == 0 {
+		return
+	}
+	fi := s.info(d.Feature)
+	sa := getScriptArgs()
+	defer sa.release()
+	_, entArg := boxedString(appendEntKey(sa.buf[:0], d.tenant))
+	_, keyArg := boxedString(append(sa.buf[:0], d.key...))
+	args := append(sa.args[:0], nil, nil, twoArg, entArg, keyArg, boxedInt(n), fi.limitField, fi.grace)
+	res, err := gaugeDeleteCall.runSlice(ctx, s.hot, args)
+	if err == nil && (len(res) < 4 || res[0] == codeMalformed) {
+		// Nothing changed and nothing will: reconcile would fail the same way.
+		s.log.Warn("gauge delete not counted: the gauge in Redis is not a number",
+			zap.String("key", d.key), zap.Int64s("reply", res))
+		return
+	}
+	if err != nil {
+		s.log.Warn("gauge delete failed; kept for reconcile",
+			zap.String("key", d.key), zap.Int64("delta", -n), zap.Error(err))
+		s.addPending(d.key, -n, d.expiry())
+		return
+	}
+	d.Current = res[1]
+	if res[0] == int64(UnknownTenant) {
+		d.Limit, d.Ceiling, d.Warning = -1, -1, false
+		return
+	}
+	d.Limit, d.Ceiling = res[2], res[3]
+	d.Warning = warning(d.Feature, d.Current, d.Limit)
 }
 
 // expiry is when d's counter stops mattering: a week after its period

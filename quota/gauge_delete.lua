@@ -1,0 +1,40 @@
+-- A gauge delete, run after the upstream's 2xx: takes the amount off the
+-- gauge, never below zero, and reads the limit for the response's X-Quota-*
+-- headers, in the delete's one round trip. Nothing is read before
+-- forwarding a delete that requires no flag (reserve.go): a delete can only
+-- free units, so it needs no check, and the headers report the usage after
+-- it instead of before.
+--
+-- KEYS[1] entitlement hash tg:{tid}:ent
+-- KEYS[2] gauge key
+-- ARGV[1] amount to take off (> 0)
+-- ARGV[2] limit field l:<feature>
+-- ARGV[3] grace: the ceiling is floor(limit * grace + 1e-9), as in reserve.lua
+--
+-- Reply {code, used, limit, ceiling}: code 1 done; 4 done, but the tenant
+-- has no entitlement (no limit to report); 8 the gauge holds something
+-- Tollgate does not write (nothing changed). used is the gauge after the
+-- delete; limit and ceiling are -1 when unlimited.
+local h = redis.call('HMGET', KEYS[1], 'plan', ARGV[2])
+local used = redis.call('GET', KEYS[2])
+if used then
+  used = tonumber(used)
+  if not used or used ~= math.floor(used) then
+    return {8, 0, 0, 0}
+  end
+  local take = math.min(used, tonumber(ARGV[1]))
+  if take > 0 then
+    used = redis.call('DECRBY', KEYS[2], take)
+  end
+else
+  used = 0
+end
+if not h[1] then
+  return {4, used, -1, -1}
+end
+-- A feature missing from the hash was never granted: limit 0.
+local limit = tonumber(h[2] or '0') or 0
+if limit < 0 then
+  return {1, used, -1, -1}
+end
+return {1, used, limit, math.floor(limit * tonumber(ARGV[3]) + 1e-9)}
