@@ -105,7 +105,10 @@ type requestState struct {
 	charged int64
 	// chargeErr records a malformed amount header: nothing is charged.
 	chargeErr bool
-	hook      ResponseHook
+	// store and ctx are what the hook settles a gauge delete with.
+	store QuotaStore
+	ctx   context.Context
+	hook  ResponseHook
 }
 
 var statePool = sync.Pool{New: func() any {
@@ -119,11 +122,27 @@ func (st *requestState) onResponse(status int, rh *fasthttp.ResponseHeader) {
 		return
 	}
 	if st.decision.Outcome == quota.Admitted {
+		if st.isGaugeDelete() && isSuccess(status) {
+			// Settled here, not in settle, so that the headers report the
+			// usage after the delete, which the decrement's reply carries.
+			// The forwarder calls the hook for every response it gets.
+			st.store.Commit(st.ctx, &st.decision, st.amount)
+		}
 		st.decision.WriteHeaders(rh)
 	}
 	if st.meter.Source == config.AmountResponseHeader && isSuccess(status) {
 		st.charged, st.chargeErr = parseAmountHeader(rh.Peek(st.meter.Header))
 	}
+}
+
+// release returns st to the pool without the request it served.
+func (st *requestState) release() {
+	st.ctx = nil
+	statePool.Put(st)
+}
+
+func (st *requestState) isGaugeDelete() bool {
+	return st.meter.Feature != nil && st.meter.Feature.Kind == config.Gauge && st.amount < 0
 }
 
 // Serve is the fasthttp.RequestHandler of the proxy listener.
@@ -166,7 +185,7 @@ func (h *Handler) serveMetered(ctx *fasthttp.RequestCtx, tenantID string, route 
 	// The check lives in the pooled state: passed through the QuotaStore
 	// interface it would otherwise escape, with its flags, to the heap.
 	st := statePool.Get().(*requestState)
-	defer statePool.Put(st)
+	defer st.release()
 	check := &st.check
 	*check = quota.Check{TenantID: tenantID, Meter: route.Meter, Flags: st.flags[:0]}
 	for i := range route.Require {
@@ -198,6 +217,7 @@ func (h *Handler) serveMetered(ctx *fasthttp.RequestCtx, tenantID string, route 
 	}
 
 	st.meter, st.amount, st.charged, st.chargeErr = route.Meter, check.Amount, 0, false
+	st.store, st.ctx = h.quota, ctx
 	d := &st.decision
 	// The Redis client's own read/write/pool timeouts bound this call, so
 	// a stalled Redis cannot hold the request past them.
@@ -228,7 +248,8 @@ func (h *Handler) serveMetered(ctx *fasthttp.RequestCtx, tenantID string, route 
 
 // settle settles a forwarded request's reservation: a success keeps what
 // was reserved (and charges what is only known now); anything else gives
-// the reservation back so a failed request never costs quota.
+// the reservation back so a failed request never costs quota. An admitted
+// gauge delete is settled earlier, by the response hook (onResponse).
 func (h *Handler) settle(ctx context.Context, st *requestState, status int) {
 	d := &st.decision
 	m := st.meter
@@ -252,8 +273,6 @@ func (h *Handler) settle(ctx context.Context, st *requestState, status int) {
 			h.quota.Commit(ctx, d, st.charged)
 		}
 	case d.Outcome == quota.FailedOpen:
-		h.quota.Commit(ctx, d, st.amount)
-	case m.Feature.Kind == config.Gauge && st.amount < 0:
 		h.quota.Commit(ctx, d, st.amount)
 	}
 }

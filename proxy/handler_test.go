@@ -5,12 +5,15 @@ import (
 	"encoding/json"
 	"net/http"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/quota"
 )
 
 func TestGaugeLimitMatchesSeed(t *testing.T) {
@@ -260,6 +263,7 @@ func TestGaugeDeleteDecrementsNeverBelowZero(t *testing.T) {
 		{"DELETE", "/api/v1/agents/a1", nil, 204, 0},
 		{"POST", "/api/v1/agents", nil, 201, 1},
 	}
+	limit := h.cfg.PlanBySlug["free"].Limits[h.cfg.FeatureByName["agents"].Index]
 	for i, s := range steps {
 		r := h.call(free.APIKey, s.method, s.path, `{"name":"x"}`, s.hdr...)
 		if r.status != s.status {
@@ -268,6 +272,50 @@ func TestGaugeDeleteDecrementsNeverBelowZero(t *testing.T) {
 		if got := h.usage(free.ID, "agents"); got != s.want {
 			t.Fatalf("step %d: agents %d, want %d", i, got, s.want)
 		}
+		if s.method != "DELETE" {
+			continue
+		}
+		// A delete is settled before its headers are written: they report
+		// the usage after it. A failed one reports nothing (it was not
+		// checked, so there is no limit to show).
+		wantLimit, wantRemaining := strconv.FormatInt(limit, 10), strconv.FormatInt(limit-s.want, 10)
+		if s.status >= 300 {
+			wantLimit, wantRemaining = "", ""
+		}
+		if got := r.header.Get("X-Quota-Limit"); got != wantLimit {
+			t.Errorf("step %d: X-Quota-Limit %q, want %q", i, got, wantLimit)
+		}
+		if got := r.header.Get("X-Quota-Remaining"); got != wantRemaining {
+			t.Errorf("step %d: X-Quota-Remaining %q, want %q", i, got, wantRemaining)
+		}
+	}
+}
+
+// TestGaugeDeleteIsOneRoundTrip counts the Redis commands of creates and
+// deletes: one each, the delete's after the upstream's 2xx.
+func TestGaugeDeleteIsOneRoundTrip(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	ten := h.createTenant("free")
+	cmds := h.redisCommands()
+	h.warm(ten.APIKey, cmds)
+	for i := range 3 {
+		before := cmds.quota()
+		if r := h.call(ten.APIKey, "POST", "/api/v1/agents", `{"name":"x"}`); r.status != 201 {
+			t.Fatalf("create %d: %d %s", i, r.status, r.body)
+		}
+		if got := cmds.quota() - before; got != 1 {
+			t.Fatalf("create %d sent %d Redis commands, want 1", i, got)
+		}
+		before = cmds.quota()
+		if r := h.call(ten.APIKey, "DELETE", "/api/v1/agents/a1", ""); r.status != 204 {
+			t.Fatalf("delete %d: %d %s", i, r.status, r.body)
+		}
+		if got := cmds.quota() - before; got != 1 {
+			t.Fatalf("delete %d sent %d Redis commands, want 1", i, got)
+		}
+	}
+	if got := h.usage(ten.ID, "agents"); got != 0 {
+		t.Fatalf("agents %d after 3 creates and 3 deletes, want 0", got)
 	}
 }
 
@@ -356,13 +404,9 @@ func TestPeriodResetsAtBoundary(t *testing.T) {
 func TestUnmeteredRoutesMakeNoRedisCall(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	free := h.createTenant("free")
-	h.call(free.APIKey, "GET", "/api/v1/agents", "") // warms the tenant cache
-
-	var cmds atomic.Int64
-	h.proxies[0].rdb.AddHook(countHook{&cmds})
-	// Script calls go through the store's pipeline, which the hook does
-	// not see; it counts them itself.
-	sent := func() int64 { return cmds.Load() + int64(h.proxies[0].store.PipelinedCommands()) }
+	cmds := h.redisCommands()
+	h.warm(free.APIKey, cmds)
+	sent := cmds.sent
 	before := sent()
 	for i := 0; i < 50; i++ {
 		if r := h.call(free.APIKey, "GET", "/api/v1/agents", ""); r.status != 200 {
@@ -380,20 +424,68 @@ func TestUnmeteredRoutesMakeNoRedisCall(t *testing.T) {
 	}
 }
 
-type countHook struct{ n *atomic.Int64 }
+// redisCommands counts, from now on, the commands proxy 0 sends to Redis:
+// its client's through a hook, and the script calls that go through the
+// store's pipeline (which the hook does not see) by the pipeline's count.
+func (h *harness) redisCommands() *commandCount {
+	c := &commandCount{store: h.proxies[0].store}
+	h.proxies[0].rdb.AddHook(countHook{c})
+	return c
+}
 
-func (c countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
-func (c countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
+type commandCount struct {
+	all, lookups atomic.Int64
+	store        *quota.Store
+}
+
+// sent is every command sent so far.
+func (c *commandCount) sent() int64 {
+	return c.all.Load() + int64(c.store.PipelinedCommands())
+}
+
+// quota is what sent counts but tenant lookups: the admin API's
+// invalidation of a new tenant reaches the proxy asynchronously and may
+// evict the key it cached after the warm-up request, so how often a key is
+// looked up is not the quota path's to answer for.
+func (c *commandCount) quota() int64 { return c.sent() - c.lookups.Load() }
+
+type countHook struct{ c *commandCount }
+
+func (h countHook) DialHook(next redis.DialHook) redis.DialHook { return next }
+func (h countHook) ProcessHook(next redis.ProcessHook) redis.ProcessHook {
 	return func(ctx context.Context, cmd redis.Cmder) error {
-		c.n.Add(1)
+		h.c.all.Add(1)
+		if args := cmd.Args(); cmd.Name() == "get" && len(args) == 2 {
+			if k, ok := args[1].(string); ok && strings.HasPrefix(k, "tg:apikey:") {
+				h.c.lookups.Add(1)
+			}
+		}
 		return next(ctx, cmd)
 	}
 }
-func (c countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
+func (h countHook) ProcessPipelineHook(next redis.ProcessPipelineHook) redis.ProcessPipelineHook {
 	return func(ctx context.Context, cmds []redis.Cmder) error {
-		c.n.Add(1)
+		h.c.all.Add(1)
 		return next(ctx, cmds)
 	}
+}
+
+// warm sends unmetered requests for key until one is answered from the
+// resolver's cache (no Redis command), pausing between them so that an
+// invalidation the admin API published on creating the tenant has arrived.
+func (h *harness) warm(key string, c *commandCount) {
+	h.t.Helper()
+	for range 50 {
+		before := c.sent()
+		if r := h.call(key, "GET", "/api/v1/agents", ""); r.status != 200 {
+			h.t.Fatalf("warm-up: %d %s", r.status, r.body)
+		}
+		if c.sent() == before {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	h.t.Fatal("warm-up: every request looked the tenant up again")
 }
 
 func TestFailModes(t *testing.T) {
@@ -415,6 +507,14 @@ func TestFailModes(t *testing.T) {
 	}
 	if got := h.up.count("POST", "/api/v1/agents"); got != 0 {
 		t.Fatalf("upstream saw %d agent creations while the gauge failed closed", got)
+	}
+	// A delete can only free units: it needs no check, so no fail mode
+	// stops it; its decrement waits for reconcile.
+	if r := h.call(free.APIKey, "DELETE", "/api/v1/agents/a1", ""); r.status != http.StatusNoContent {
+		t.Fatalf("gauge delete with Redis down: %d %s, want the upstream's 204", r.status, r.body)
+	}
+	if got := h.up.count("DELETE", "/api/v1/agents/a1"); got != 1 {
+		t.Fatalf("upstream saw %d deletes, want 1", got)
 	}
 }
 
@@ -481,5 +581,69 @@ func TestConcurrentLimits(t *testing.T) {
 				t.Fatalf("messages counter %d, want 250", got)
 			}
 		})
+	}
+}
+
+// TestConcurrentGaugeCreateDelete races deletes, which are settled after
+// the upstream's 2xx without a check before forwarding, against creates on
+// a full gauge, over 4 instances: a create only gets a slot a finished
+// delete freed, so the gauge never passes the limit, and it ends at exactly
+// the creates admitted (5 deletes cannot take it below zero).
+func TestConcurrentGaugeCreateDelete(t *testing.T) {
+	h := newHarness(t, harnessOpts{instances: 4, redisTimeout: 2 * time.Second})
+	pro := h.createTenant("pro") // 5 agents
+	for i := range 5 {
+		if r := h.call(pro.APIKey, "POST", "/api/v1/agents", `{"name":"x"}`); r.status != 201 {
+			t.Fatalf("create %d: %d %s", i, r.status, r.body)
+		}
+	}
+
+	var (
+		wg      sync.WaitGroup
+		start   = make(chan struct{})
+		created atomic.Int64
+		deleted atomic.Int64
+		other   atomic.Int64
+	)
+	for i := range 205 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			method, path, body := "POST", "/api/v1/agents", `{"name":"x"}`
+			if i%41 == 0 {
+				method, path, body = "DELETE", "/api/v1/agents/a"+strconv.Itoa(i), ""
+			}
+			r, err := h.do(i%len(h.proxies), pro.APIKey, method, path, body)
+			switch {
+			case err != nil:
+				other.Add(1)
+			case method == "DELETE" && r.status == 204:
+				deleted.Add(1)
+			case method == "POST" && r.status == 201:
+				created.Add(1)
+			case method == "POST" && r.status == 402:
+			default:
+				other.Add(1)
+			}
+		}()
+	}
+	close(start)
+	wg.Wait()
+	if n := other.Load(); n != 0 {
+		t.Fatalf("%d requests failed or got an unexpected status", n)
+	}
+	if d := deleted.Load(); d != 5 {
+		t.Fatalf("%d deletes succeeded, want 5", d)
+	}
+	c := created.Load()
+	if c > 5 {
+		t.Fatalf("%d creates admitted after 5 deletes on a full gauge of 5", c)
+	}
+	if got := h.usage(pro.ID, "agents"); got != c {
+		t.Fatalf("agents gauge %d, want the %d creates admitted", got, c)
+	}
+	if got := h.up.count("POST", "/api/v1/agents"); got != 5+c {
+		t.Fatalf("upstream received %d creates, want %d", got, 5+c)
 	}
 }
