@@ -58,6 +58,11 @@ type Machine struct {
 	// to other guests from the first scenario to the end of the rounds
 	// (steal.go); -1 when unknown.
 	StealPct float64 `json:"cpu_steal_pct"`
+	// HostStart and HostEnd are the host's price of a system call and of
+	// a wake-up (host.go), measured before the servers start and after
+	// the rounds; nil when the measurement failed.
+	HostStart *HostCost `json:"host_cost_start,omitempty"`
+	HostEnd   *HostCost `json:"host_cost_end,omitempty"`
 }
 
 // ScenarioResult is one scenario's runs, one per target.
@@ -239,6 +244,12 @@ func (r *Report) Markdown() string {
 	}
 	if m.StealPct >= 0 {
 		fmt.Fprintf(&b, ", CPU steal %s of the machine's time during the scenarios and rounds (time the host gave other guests)", formatSteal(m.StealPct))
+	}
+	if m.HostStart != nil {
+		fmt.Fprintf(&b, "; on this host %s at the start", formatHostCost(m.HostStart))
+		if m.HostEnd != nil {
+			fmt.Fprintf(&b, ", %s at the end", formatHostCost(m.HostEnd))
+		}
 	}
 	fmt.Fprintf(&b, ".\nLoad: %s", r.Generator)
 	if m.Wrk != "" {

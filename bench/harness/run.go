@@ -118,6 +118,7 @@ func (e *env) run(ctx context.Context) (*Report, error) {
 	if !o.NoPaced {
 		rep.PacedRate = o.Rate
 	}
+	rep.Machine.HostStart = e.measureHost("start")
 	e.logf("building tollgate and the bench upstream")
 	tgBin, upBin, err := build(ctx, o.Root, e.dir)
 	if err != nil {
@@ -182,6 +183,7 @@ func (e *env) run(ctx context.Context) (*Report, error) {
 		return nil, fmt.Errorf("alternating rounds: %w", err)
 	}
 	rep.Machine.LoadAvgEnd = loadAvg()
+	rep.Machine.HostEnd = e.measureHost("end")
 	rep.Machine.StealPct = stealPct(steal0, readCPUTimes())
 
 	if !o.NoGoBench {
@@ -512,6 +514,22 @@ func firstLine(s string) string {
 	line, _, _ := strings.Cut(s, "\n")
 	return line
 }
+
+// measureHost measures the host's costs (host.go), or logs why it could
+// not: the load figures stand without them.
+func (e *env) measureHost(when string) *HostCost {
+	h, err := measureHost(hostSyscalls, hostRTTs)
+	if err != nil {
+		e.logf("host cost at the %s: %v", when, err)
+		return nil
+	}
+	e.logf("host cost at the %s: %s", when, formatHostCost(&h))
+	return &h
+}
+
+// Batch sizes of the host measurement: about 0.1 s on a host where a
+// system call costs a microsecond and a wake-up round trip 30.
+const hostSyscalls, hostRTTs = 20000, 500
 
 func machineInfo() Machine {
 	m := Machine{NProc: runtime.NumCPU(), GoVersion: runtime.Version(), GOMAXPROCS: runtime.GOMAXPROCS(0), LoadAvgStart: loadAvg(), StealPct: -1}

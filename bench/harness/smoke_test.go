@@ -91,9 +91,12 @@ func TestHarnessSmoke(t *testing.T) {
 	if len(rep.Targets) != 9 || byScenario["go-bench"] != "n/a n/a n/a " || strings.Contains(byScenario["lease"], "n/a") {
 		t.Errorf("targets %+v", rep.Targets)
 	}
+	if rep.Machine.HostStart == nil || rep.Machine.HostEnd == nil {
+		t.Errorf("host cost not measured: start %+v, end %+v", rep.Machine.HostStart, rep.Machine.HostEnd)
+	}
 	md, err := os.ReadFile(filepath.Join(out, "latest.md"))
 	if err != nil || !strings.Contains(string(md), "| metered | tollgate |") || !strings.Contains(string(md), "| lease | tollgate |") ||
-		!strings.Contains(string(md), "Alternating rounds") {
+		!strings.Contains(string(md), "Alternating rounds") || !strings.Contains(string(md), "a wake-up round trip") {
 		t.Fatalf("latest.md: %v\n%s", err, md)
 	}
 	files, _ := filepath.Glob(filepath.Join(out, "*-metered.json"))
