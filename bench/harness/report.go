@@ -295,7 +295,7 @@ func (r *Report) Markdown() string {
 		}
 	}
 	if len(paced) > 0 {
-		fmt.Fprintf(&b, "\nLatency at equal load: open loop at a fixed rate (Go generator, latency counted from each request's scheduled send time):\n\n")
+		fmt.Fprintf(&b, "\nLatency at equal load: open loop at a fixed rate (Go generator, latency counted from each request's scheduled send time, or from its send when the generator's timer woke late):\n\n")
 		b.WriteString("| scenario | target | req/s | p50 ms | p99 ms | p99.9 ms | max ms | errors + unexpected |\n| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n")
 		b.WriteString(strings.Join(paced, "\n") + "\n")
 	}

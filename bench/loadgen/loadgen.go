@@ -49,10 +49,15 @@ type Config struct {
 	ZipfS   float64
 	Timeout time.Duration // per request; default 5s
 	// Rate, when > 0, paces the run open-loop at this many requests per
-	// second in total: each connection sends on a fixed schedule and a
-	// request's latency counts from when it was due, so a slow answer that
+	// second in total: each connection sends on a fixed schedule. A
+	// request sent behind schedule (its connection's previous answer came
+	// late) counts its latency from when it was due, so a slow answer that
 	// delays the next ones shows in the percentiles (no coordinated
-	// omission). Zero: closed loop, as fast as answers come.
+	// omission). A request the generator waited for counts from when the
+	// generator woke to send it: Go's timers fire up to a millisecond late
+	// when the process is idle (the poller sleeps in whole milliseconds),
+	// and that lateness is the generator's, not the target's. Zero: closed
+	// loop, as fast as answers come.
 	Rate float64
 }
 
@@ -255,14 +260,15 @@ func (w *worker) loop(ctx context.Context, cfg *Config, client *fasthttp.HostCli
 		}
 		t0 := time.Now()
 		if interval > 0 {
+			t0 = due
 			if wait := time.Until(due); wait > 0 {
 				select {
 				case <-ctx.Done():
 					return
 				case <-time.After(wait):
 				}
+				t0 = time.Now()
 			}
-			t0 = due
 			due = due.Add(interval)
 		}
 		err := client.Do(req, resp)

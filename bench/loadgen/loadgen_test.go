@@ -5,6 +5,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -94,6 +95,43 @@ func TestRunPacedAndSpreadOverTargets(t *testing.T) {
 	defer sb.mu.Unlock()
 	if sa.paths["GET /x"] == 0 || sb.paths["GET /x"] == 0 {
 		t.Fatalf("not spread: %v %v", sa.paths, sb.paths)
+	}
+}
+
+// A paced connection whose answer comes late falls behind its schedule:
+// the requests that were due meanwhile count from when they were due, so
+// the stall shows in their latencies too, not only in the one that
+// stalled (no coordinated omission).
+func TestRunPacedCountsQueueingBehindASlowAnswer(t *testing.T) {
+	const stall = 200 * time.Millisecond
+	var n atomic.Int64
+	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+		if n.Add(1) == 3 {
+			time.Sleep(stall)
+		}
+		ctx.SetBodyString(`{}`)
+	}}
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	t.Cleanup(func() { _ = srv.Shutdown() })
+
+	// One connection, one request due every 20 ms: about ten fall due
+	// during the stall and are sent, late, right after it.
+	res, err := Run(context.Background(), Config{
+		Targets: []string{ln.Addr().String()}, Connections: 1, Duration: 600 * time.Millisecond, Rate: 50,
+		Sequence: []Request{{Method: "GET", Path: "/x"}},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	us := func(d time.Duration) float64 { return float64(d.Microseconds()) }
+	// Counted from their send times, only the stalled request would be
+	// slow and the 90th percentile would be a fast answer's.
+	if res.Requests < 15 || res.LatencyUS.Max < us(stall) || res.LatencyUS.P90 < us(stall/4) {
+		t.Fatalf("%d requests, latency %+v: the queueing behind the stall is not counted", res.Requests, res.LatencyUS)
 	}
 }
 
