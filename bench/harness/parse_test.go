@@ -226,6 +226,32 @@ func TestRoundSpreads(t *testing.T) {
 	if _, ok := got["lease_over_passthrough_rps"]; ok {
 		t.Errorf("lease ratio without lease legs: %+v", got)
 	}
+
+	// nginx's fixed-rate p99 is summarised beside Tollgate's, from the
+	// rounds that ran it.
+	paced := []Round{
+		{PacedP99: map[string]float64{legDirect: 1, legNginx: 2, legPassthrough: 3}},
+		{PacedP99: map[string]float64{legDirect: 1, legNginx: 1.5, legPassthrough: 1.25}},
+		{PacedP99: map[string]float64{legDirect: 2, legPassthrough: 4}},
+	}
+	got = roundSpreads(paced)
+	if sp := got[pacedAddedKey]; sp != (Spread{Median: 2, Min: 0.25, Max: 2, N: 3}) {
+		t.Errorf("tollgate p99 added: %+v", sp)
+	}
+	if sp := got[pacedNginxAddedKey]; sp != (Spread{Median: 0.75, Min: 0.5, Max: 1, N: 2}) {
+		t.Errorf("nginx p99 added: %+v", sp)
+	}
+	if s := formatPacedP99(paced[0]); s != "direct 1.00 ms, nginx 2.00 ms, tollgate 3.00 ms" {
+		t.Errorf("formatPacedP99 = %q", s)
+	}
+	if s := formatPacedP99(paced[2]); s != "direct 2.00 ms, tollgate 4.00 ms" {
+		t.Errorf("formatPacedP99 without nginx = %q", s)
+	}
+	rep := withRounds(&Report{}, paced)
+	rep.checkTargets(false)
+	if v := rep.Targets[1].Value; !strings.Contains(v, "+2.000 ms (median of 3 alternating rounds") || !strings.Contains(v, "nginx in the same rounds +0.750 ms") {
+		t.Errorf("p99 target shows %q", v)
+	}
 }
 
 func TestParseProcs(t *testing.T) {

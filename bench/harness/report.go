@@ -337,8 +337,12 @@ func (r *Report) Markdown() string {
 		if sp, ok := rs.Ratios[pacedAddedKey]; ok {
 			fmt.Fprintf(&b, "- p99 at %g req/s, Tollgate passthrough minus the direct upstream (each round runs both): median %+.3f ms (%+.2f to %+.2f, %d rounds)\n",
 				r.PacedRate, sp.Median, sp.Min, sp.Max, sp.N)
+			if sp, ok := rs.Ratios[pacedNginxAddedKey]; ok {
+				fmt.Fprintf(&b, "- p99 at %g req/s, nginx minus the direct upstream (the same rounds; what a proxy adds on this host): median %+.3f ms (%+.2f to %+.2f, %d rounds)\n",
+					r.PacedRate, sp.Median, sp.Min, sp.Max, sp.N)
+			}
 			for i, round := range rs.Rounds {
-				fmt.Fprintf(&b, "  - round %d: direct %.2f ms, tollgate %.2f ms\n", i+1, round.PacedP99[legDirect], round.PacedP99[legPassthrough])
+				fmt.Fprintf(&b, "  - round %d: %s\n", i+1, formatPacedP99(round))
 			}
 		}
 	}

@@ -66,8 +66,12 @@ var unmeteredPost = &Scenario{Name: "unmetered-post", Plan: "bench", Status: 201
 	Sequence: []loadgen.Request{{Method: "POST", Path: "/api/v1/notes", Body: message.Body}}}
 
 // pacedAddedKey is the median over rounds of Tollgate's paced p99 minus the
-// direct upstream's, in ms.
-const pacedAddedKey = "paced_tollgate_p99_added_ms_vs_direct"
+// direct upstream's, in ms; pacedNginxAddedKey the same for nginx, the
+// reference for what a proxy adds on the run's host (not a target).
+const (
+	pacedAddedKey      = "paced_tollgate_p99_added_ms_vs_direct"
+	pacedNginxAddedKey = "paced_nginx_p99_added_ms_vs_direct"
+)
 
 var roundRatios = []struct{ key, num, den string }{
 	{"tollgate_over_nginx_rps", legPassthrough, legNginx},
@@ -165,20 +169,26 @@ func (e *env) runRounds(ctx context.Context) (*RoundSummary, error) {
 	return sum, nil
 }
 
-// pacedLegs runs the direct upstream and Tollgate passthrough at the
-// fixed rate, one after the other (reversed when flip), and records their
-// p99.
+// pacedLegs runs the direct upstream, nginx when it runs, and Tollgate
+// passthrough at the fixed rate, one after the other (reversed when flip),
+// and records their p99.
 func (e *env) pacedLegs(ctx context.Context, r *Round, flip bool) error {
 	sc := scenarioByName("passthrough")
 	order := []string{legDirect, legPassthrough}
+	if e.nginx != nil {
+		order = []string{legDirect, legNginx, legPassthrough}
+	}
 	if flip {
 		slices.Reverse(order)
 	}
 	r.PacedP99 = map[string]float64{}
 	for _, leg := range order {
 		target := e.tollgate[0].addr
-		if leg == legDirect {
+		switch leg {
+		case legDirect:
 			target = e.upAddr
+		case legNginx:
+			target = e.nginxAdr
 		}
 		cfg := loadgen.Config{Connections: e.opts.Connections, Sequence: sc.Sequence, Keys: e.keys[sc.Plan],
 			Targets: []string{target}, Rate: e.opts.Rate, Duration: e.opts.Duration}
@@ -237,16 +247,18 @@ func roundSpreads(rounds []Round) map[string]Spread {
 		}
 		out[rr.key] = spreadOf(vals)
 	}
-	var added []float64
-	for _, r := range rounds {
-		tg, ok1 := r.PacedP99[legPassthrough]
-		direct, ok2 := r.PacedP99[legDirect]
-		if ok1 && ok2 {
-			added = append(added, tg-direct)
+	for key, leg := range map[string]string{pacedAddedKey: legPassthrough, pacedNginxAddedKey: legNginx} {
+		var added []float64
+		for _, r := range rounds {
+			proxy, ok1 := r.PacedP99[leg]
+			direct, ok2 := r.PacedP99[legDirect]
+			if ok1 && ok2 {
+				added = append(added, proxy-direct)
+			}
 		}
-	}
-	if len(added) > 0 {
-		out[pacedAddedKey] = spreadOf(added)
+		if len(added) > 0 {
+			out[key] = spreadOf(added)
+		}
 	}
 	return out
 }
@@ -269,7 +281,17 @@ func formatRound(legs []string, r Round) string {
 		s += fmt.Sprintf("%s %.0f req/s", leg, r.RPS[leg])
 	}
 	if len(r.PacedP99) > 0 {
-		s += fmt.Sprintf("; p99 at the fixed rate: direct %.2f ms, tollgate %.2f ms", r.PacedP99[legDirect], r.PacedP99[legPassthrough])
+		s += "; p99 at the fixed rate: " + formatPacedP99(r)
 	}
 	return s + "; CPU steal " + formatSteal(r.StealPct)
+}
+
+// formatPacedP99 renders a round's fixed-rate p99s: "direct 0.58 ms,
+// nginx 1.20 ms, tollgate 1.73 ms" (nginx when it ran).
+func formatPacedP99(r Round) string {
+	s := fmt.Sprintf("direct %.2f ms", r.PacedP99[legDirect])
+	if v, ok := r.PacedP99[legNginx]; ok {
+		s += fmt.Sprintf(", nginx %.2f ms", v)
+	}
+	return s + fmt.Sprintf(", tollgate %.2f ms", r.PacedP99[legPassthrough])
 }

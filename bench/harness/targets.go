@@ -90,6 +90,9 @@ func (r *Report) checkTargets(goBenchRan bool) {
 			if have {
 				shown += fmt.Sprintf("; scenario run %+.3f ms", a)
 			}
+			if ng, ok := r.Rounds.Ratios[pacedNginxAddedKey]; ok {
+				shown += fmt.Sprintf("; nginx in the same rounds %+.3f ms", ng.Median)
+			}
 			a, have, shown = sp.Median, true, shown+")"
 		}
 	}
