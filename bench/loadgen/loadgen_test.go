@@ -22,7 +22,7 @@ type server struct {
 func startServer(t *testing.T) (string, *server) {
 	t.Helper()
 	s := &server{keys: map[string]int{}, paths: map[string]int{}}
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+	return serve(t, func(ctx *fasthttp.RequestCtx) {
 		s.mu.Lock()
 		s.keys[string(ctx.Request.Header.Peek("Authorization"))]++
 		s.paths[string(ctx.Method())+" "+string(ctx.Path())]++
@@ -31,14 +31,20 @@ func startServer(t *testing.T) (string, *server) {
 			ctx.SetStatusCode(201)
 		}
 		ctx.SetBodyString(`{}`)
-	}}
+	}), s
+}
+
+// serve runs h on a loopback port until the test ends.
+func serve(t *testing.T, h fasthttp.RequestHandler) string {
+	t.Helper()
+	srv := &fasthttp.Server{Handler: h}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	go func() { _ = srv.Serve(ln) }()
 	t.Cleanup(func() { _ = srv.Shutdown() })
-	return ln.Addr().String(), s
+	return ln.Addr().String()
 }
 
 func TestRunCountsSequenceAndZipfKeys(t *testing.T) {
@@ -105,23 +111,17 @@ func TestRunPacedAndSpreadOverTargets(t *testing.T) {
 func TestRunPacedCountsQueueingBehindASlowAnswer(t *testing.T) {
 	const stall = 200 * time.Millisecond
 	var n atomic.Int64
-	srv := &fasthttp.Server{Handler: func(ctx *fasthttp.RequestCtx) {
+	addr := serve(t, func(ctx *fasthttp.RequestCtx) {
 		if n.Add(1) == 3 {
 			time.Sleep(stall)
 		}
 		ctx.SetBodyString(`{}`)
-	}}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() { _ = srv.Serve(ln) }()
-	t.Cleanup(func() { _ = srv.Shutdown() })
+	})
 
 	// One connection, one request due every 20 ms: about ten fall due
 	// during the stall and are sent, late, right after it.
 	res, err := Run(context.Background(), Config{
-		Targets: []string{ln.Addr().String()}, Connections: 1, Duration: 600 * time.Millisecond, Rate: 50,
+		Targets: []string{addr}, Connections: 1, Duration: 600 * time.Millisecond, Rate: 50,
 		Sequence: []Request{{Method: "GET", Path: "/x"}},
 	})
 	if err != nil {
