@@ -34,9 +34,8 @@ type HostCost struct {
 // slows down in bursts, and the median of a few batches ignores one.
 const hostBatches = 5
 
-// measureHost measures the host's costs with batches of syscalls system
-// calls and of rtts round trips (about 0.1 s together with 20,000 and 500
-// on a slow host).
+// measureHost measures the host's costs with hostBatches batches of
+// syscalls system calls and of rtts round trips each.
 func measureHost(syscalls, rtts int) (HostCost, error) {
 	if syscalls < 1 || rtts < 1 {
 		return HostCost{}, errors.New("host cost: batches need at least one call")

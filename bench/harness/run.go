@@ -527,8 +527,8 @@ func (e *env) measureHost(when string) *HostCost {
 	return &h
 }
 
-// Batch sizes of the host measurement: about 0.1 s on a host where a
-// system call costs a microsecond and a wake-up round trip 30.
+// Batch sizes of the host measurement: about 0.2 s in all on a host where
+// a system call costs a microsecond and a wake-up round trip 40.
 const hostSyscalls, hostRTTs = 20000, 500
 
 func machineInfo() Machine {
