@@ -61,28 +61,42 @@ func measureHost(syscalls, rtts int) (HostCost, error) {
 // one byte between this thread and an echo thread, both blocked in read on
 // a socket pair the runtime's poller does not watch, so each side's read
 // really sleeps and each write really wakes the other.
-func wakeupRTT(rtts int) (float64, error) {
+func wakeupRTT(rtts int) (rtt float64, err error) {
 	fds, err := syscall.Socketpair(syscall.AF_UNIX, syscall.SOCK_STREAM, 0)
 	if err != nil {
 		return 0, fmt.Errorf("host cost: socketpair: %w", err)
 	}
-	defer syscall.Close(fds[0])
-	defer syscall.Close(fds[1])
 	// A peer that stops answering makes a read fail after this instead
 	// of blocking the run.
 	tv := syscall.NsecToTimeval((5 * time.Second).Nanoseconds())
 	for _, fd := range fds {
 		if err := syscall.SetsockoptTimeval(fd, syscall.SOL_SOCKET, syscall.SO_RCVTIMEO, &tv); err != nil {
+			syscall.Close(fds[0])
+			syscall.Close(fds[1])
 			return 0, fmt.Errorf("host cost: receive timeout: %w", err)
 		}
 	}
 
 	total := rtts * hostBatches
-	echoed := make(chan error, 1)
+	var echoErr error
+	echoed := make(chan struct{})
 	go func() {
+		defer close(echoed)
 		runtime.LockOSThread()
 		defer runtime.UnlockOSThread()
-		echoed <- echo(fds[1], total)
+		echoErr = echo(fds[1], total)
+	}()
+	defer func() {
+		// Shutting the pair down ends an echo still waiting (its read
+		// returns at once), and the descriptors are closed only after it
+		// returned, so it never touches a number the process reused.
+		_ = syscall.Shutdown(fds[0], syscall.SHUT_RDWR)
+		<-echoed
+		syscall.Close(fds[0])
+		syscall.Close(fds[1])
+		if err == nil && echoErr != nil {
+			rtt, err = 0, echoErr
+		}
 	}()
 
 	runtime.LockOSThread()
@@ -98,18 +112,15 @@ func wakeupRTT(rtts int) (float64, error) {
 		}
 		per[i] = float64(time.Since(start).Nanoseconds()) / float64(rtts)
 	}
-	if err := <-echoed; err != nil {
-		return 0, err
-	}
 	return spreadOf(per).Median, nil
 }
 
 func pingPong(fd int, b []byte) error {
-	if n, err := syscall.Write(fd, b); err != nil || n != 1 {
-		return fmt.Errorf("host cost: write: %d bytes, %v", n, err)
+	if err := moveByte(syscall.Write, fd, b); err != nil {
+		return fmt.Errorf("host cost: write: %w", err)
 	}
-	if n, err := syscall.Read(fd, b); err != nil || n != 1 {
-		return fmt.Errorf("host cost: read: %d bytes, %v", n, err)
+	if err := moveByte(syscall.Read, fd, b); err != nil {
+		return fmt.Errorf("host cost: read: %w", err)
 	}
 	return nil
 }
@@ -117,14 +128,34 @@ func pingPong(fd int, b []byte) error {
 func echo(fd, n int) error {
 	b := []byte{0}
 	for range n {
-		if n, err := syscall.Read(fd, b); err != nil || n != 1 {
-			return fmt.Errorf("host cost: echo read: %d bytes, %v", n, err)
+		if err := moveByte(syscall.Read, fd, b); err != nil {
+			return fmt.Errorf("host cost: echo read: %w", err)
 		}
-		if n, err := syscall.Write(fd, b); err != nil || n != 1 {
-			return fmt.Errorf("host cost: echo write: %d bytes, %v", n, err)
+		if err := moveByte(syscall.Write, fd, b); err != nil {
+			return fmt.Errorf("host cost: echo write: %w", err)
 		}
 	}
 	return nil
+}
+
+// moveByte reads or writes b's one byte. A signal interrupts a read on a
+// socket with a receive timeout even under SA_RESTART (signal(7)), and a Go
+// process gets signals all the time (the runtime's preemption, a child's
+// exit), so an interrupted call is made again; the receive timeout still
+// bounds a wait for a peer that stopped.
+func moveByte(op func(int, []byte) (int, error), fd int, b []byte) error {
+	for {
+		n, err := op(fd, b)
+		switch {
+		case errors.Is(err, syscall.EINTR):
+			continue
+		case err != nil:
+			return err
+		case n != 1:
+			return fmt.Errorf("%d bytes moved, want 1", n)
+		}
+		return nil
+	}
 }
 
 // formatHostCost renders a measurement for the report: "a system call

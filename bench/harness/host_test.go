@@ -2,8 +2,11 @@ package harness
 
 import (
 	"math"
+	"os"
 	"strings"
+	"syscall"
 	"testing"
+	"time"
 )
 
 // The figures are timings, so only their shape is checked: both measured,
@@ -40,5 +43,31 @@ func TestFormatHostCost(t *testing.T) {
 	md := r.Markdown()
 	if !strings.Contains(md, "on this host a system call 1.19 µs, a wake-up round trip 38.2 µs at the start, a system call 1.30 µs, a wake-up round trip 41.0 µs at the end") {
 		t.Errorf("machine line: %s", strings.SplitN(md, "\n", 4)[2])
+	}
+}
+
+// Signals interrupt a read on a socket with a receive timeout, even under
+// SA_RESTART (signal(7)), and a Go process gets them all the time: the
+// runtime's preemption, a child's exit. The measurement must carry on.
+func TestMeasureHostUnderSignals(t *testing.T) {
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+				_ = syscall.Kill(os.Getpid(), syscall.SIGURG)
+				time.Sleep(50 * time.Microsecond)
+			}
+		}
+	}()
+	_, err := measureHost(2000, 500)
+	close(stop)
+	<-done
+	if err != nil {
+		t.Fatal(err)
 	}
 }

@@ -92,7 +92,7 @@ func TestHarnessSmoke(t *testing.T) {
 		t.Errorf("targets %+v", rep.Targets)
 	}
 	if rep.Machine.HostStart == nil || rep.Machine.HostEnd == nil {
-		t.Errorf("host cost not measured: start %+v, end %+v", rep.Machine.HostStart, rep.Machine.HostEnd)
+		t.Errorf("host cost not measured: start %+v, end %+v\n%s", rep.Machine.HostStart, rep.Machine.HostEnd, log.String())
 	}
 	md, err := os.ReadFile(filepath.Join(out, "latest.md"))
 	if err != nil || !strings.Contains(string(md), "| metered | tollgate |") || !strings.Contains(string(md), "| lease | tollgate |") ||
