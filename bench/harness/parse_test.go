@@ -4,6 +4,7 @@ import (
 	"os"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tollgate/tollgate/bench/loadgen"
 )
@@ -44,6 +45,7 @@ func TestParseGoBench(t *testing.T) {
 
 func TestMonitorRecordSeparatesScriptCommands(t *testing.T) {
 	m := newMonitor()
+	m.startPass()
 	for _, line := range []string{
 		`+1700000000.100000 [0 127.0.0.1:5555] "evalsha" "abc" "2" "tg:{t}:ent"` + "\r\n",
 		`+1700000000.100001 [0 lua] "EXISTS" "tg:{t}:ent"` + "\r\n",
@@ -66,6 +68,91 @@ func TestMonitorRecordSeparatesScriptCommands(t *testing.T) {
 	if m.tx["multi"] != 1 || m.tx["time"] != 1 || m.tx["get"] != 1 || m.tx["exec"] != 1 || len(m.tx) != 4 {
 		t.Fatalf("transactions %v", m.tx)
 	}
+}
+
+// What clients send in the idle window is learnt, not counted; in the pass,
+// as much of it as its idle rate explains is background and the rest, like
+// every other command, the requests'.
+func TestMonitorLeavesOutBackground(t *testing.T) {
+	m := newMonitor()
+	for range 4 { // idle: the epoch check four times, one ping
+		m.record(`+1700000000.1 [0 127.0.0.1:6001] "get" "tg:epoch"` + "\r\n")
+	}
+	m.record(`+1700000000.2 [0 127.0.0.1:6001] "ping"` + "\r\n")
+	m.record(`+1700000000.3 [0 lua] "incrby" "k" "1"` + "\r\n")
+	if len(m.top) != 0 || len(m.lua) != 0 || m.idle[cmdKey{"get", "tg:epoch"}] != 4 || m.idle[cmdKey{"ping", ""}] != 1 {
+		t.Fatalf("idle window: top %v lua %v idle %v", m.top, m.lua, m.idle)
+	}
+	m.startPass()
+	for range 3 {
+		m.record(`+1700000000.4 [0 127.0.0.1:6001] "get" "tg:epoch"` + "\r\n")
+	}
+	m.record(`+1700000000.5 [0 127.0.0.1:6002] "get" "tg:apikey:x"` + "\r\n")
+	for range 5 {
+		m.record(`+1700000000.6 [0 127.0.0.1:5555] "evalsha" "abc" "2" "tg:{t}:ent"` + "\r\n")
+	}
+	if m.top["get"] != 4 || m.top["evalsha"] != 5 {
+		t.Fatalf("pass: top %v", m.top)
+	}
+
+	for _, tc := range []struct {
+		name             string
+		pass             map[cmdKey]int64
+		idleFor, passFor time.Duration
+		want             map[string]int64
+	}{
+		// 4 a second idle: 4 expected in 1 s, up to 9 left out.
+		{"within the idle rate", map[cmdKey]int64{{"get", "tg:epoch"}: 6, {"get", "tg:apikey:x"}: 1}, time.Second, time.Second, map[string]int64{"get": 6}},
+		// A request that also sent it: 200 where 9 are explained.
+		{"above it", map[cmdKey]int64{{"get", "tg:epoch"}: 200}, time.Second, time.Second, map[string]int64{"get": 9}},
+		{"a longer pass explains more", map[cmdKey]int64{{"get", "tg:epoch"}: 30}, time.Second, 3 * time.Second, map[string]int64{"get": 25}},
+		{"a key not seen idle", map[cmdKey]int64{{"get", "tg:other"}: 3, {"ping", ""}: 1}, time.Second, time.Second, map[string]int64{"ping": 1}},
+		{"no idle window", map[cmdKey]int64{{"get", "tg:epoch"}: 3}, 0, time.Second, map[string]int64{}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got := backgroundShare(m.idle, tc.pass, tc.idleFor, tc.passFor)
+			if len(got) != len(tc.want) {
+				t.Fatalf("got %v, want %v", got, tc.want)
+			}
+			for k, v := range tc.want {
+				if got[k] != v {
+					t.Fatalf("got %v, want %v", got, tc.want)
+				}
+			}
+		})
+	}
+
+	c := m.stop()
+	if c.Top["evalsha"] != 5 || c.Background["get"] == 0 || c.Top["get"]+c.Background["get"] != 4 {
+		t.Fatalf("stop: top %v background %v", c.Top, c.Background)
+	}
+}
+
+func FuzzMonitorRecord(f *testing.F) {
+	for _, s := range []string{
+		`+1700000000.1 [0 127.0.0.1:6001] "get" "tg:epoch"`,
+		`+1700000000.1 [0 lua] "INCRBY" "k" "1"`,
+		`+1700000000.1 [0 127.0.0.1:6000] "MULTI"`,
+		`+1 [0 unix:/tmp/r.sock] "set" "a\"b" "c"`,
+		`[`, `]`, `"`, `+1 [x] "`, "",
+	} {
+		f.Add(s, true)
+	}
+	f.Fuzz(func(t *testing.T, line string, passing bool) {
+		m := newMonitor()
+		if passing {
+			m.startPass()
+		}
+		m.record(line)
+		n := sumCounts(m.top) + sumCounts(m.lua) + sumCounts(m.tx)
+		var idle int64
+		for _, v := range m.idle {
+			idle += v
+		}
+		if n+idle > 1 || (!passing && n != 0) || (passing && idle != 0) {
+			t.Fatalf("%q counted %d in the pass and %d idle", line, n, idle)
+		}
+	})
 }
 
 func TestParseWrk(t *testing.T) {

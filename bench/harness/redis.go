@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"os/exec"
 	"strconv"
@@ -134,6 +135,14 @@ func statsDelta(before, after map[string]int64) (map[string]int64, int64) {
 // those Lua scripts issued: INFO commandstats counts both, and "1 Redis
 // round trip per request" is about the former. MONITOR slows Redis down, so
 // it only watches a short, separate pass, never a timed run.
+//
+// The proxies also talk to Redis on their own schedule (the reconcile
+// loop's epoch check, connection pings), and a slow pass catches more of
+// that. So the watch starts with an idle window, before any request is
+// sent: what clients send then (by command and key) is background, and as
+// much of it as its idle rate explains is left out of the pass's round
+// trips (backgroundShare); a request that sent the same command would
+// still show, as the excess over that rate.
 type monitor struct {
 	conn net.Conn
 	wg   sync.WaitGroup
@@ -146,7 +155,21 @@ type monitor struct {
 	// would otherwise count as round trips of its requests.
 	tx   map[string]int64
 	inTx map[string]bool // by client address: between its MULTI and EXEC
-	err  error
+	// The idle window, then the pass: clients' commands by name and key.
+	passing            bool
+	idleFrom, passFrom time.Time
+	idle, pass         map[cmdKey]int64
+	err                error
+}
+
+// cmdKey is a command and its first argument (its key, for most).
+type cmdKey struct{ cmd, key string }
+
+// monitorCounts is what a pass saw: Top, the commands clients sent
+// (Background already taken out), Lua the ones scripts ran, Tx the
+// transactions' and Background what the idle rate explains.
+type monitorCounts struct {
+	Top, Lua, Tx, Background map[string]int64
 }
 
 func startMonitor(addr string) (*monitor, error) {
@@ -183,10 +206,18 @@ func startMonitor(addr string) (*monitor, error) {
 }
 
 func newMonitor() *monitor {
-	return &monitor{top: map[string]int64{}, lua: map[string]int64{}, tx: map[string]int64{}, inTx: map[string]bool{}}
+	return &monitor{top: map[string]int64{}, lua: map[string]int64{}, tx: map[string]int64{}, inTx: map[string]bool{},
+		idle: map[cmdKey]int64{}, pass: map[cmdKey]int64{}, idleFrom: time.Now()}
 }
 
-// record parses `+1700000000.123456 [0 127.0.0.1:5555] "evalsha" ...`;
+// startPass ends the idle window: commands from now on are the pass's.
+func (m *monitor) startPass() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.passing, m.passFrom = true, time.Now()
+}
+
+// record parses `+1700000000.123456 [0 127.0.0.1:5555] "evalsha" "abc" ...`;
 // commands from scripts show "[0 lua]". A transaction's commands come
 // between its client's MULTI and EXEC (Redis shows them as EXEC runs them).
 func (m *monitor) record(line string) {
@@ -196,31 +227,83 @@ func (m *monitor) record(line string) {
 	}
 	src := line[open+1 : close]
 	rest := strings.TrimSpace(line[close+1:])
-	cmd := rest
-	if strings.HasPrefix(rest, `"`) {
-		if end := strings.IndexByte(rest[1:], '"'); end >= 0 {
-			cmd = strings.ToLower(rest[1 : end+1])
-		}
-	}
+	cmd, rest := monitorArg(rest)
+	cmd = strings.ToLower(cmd)
+	key, _ := monitorArg(rest)
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	switch {
 	case strings.HasSuffix(src, " lua"):
-		m.lua[cmd]++
+		if m.passing {
+			m.lua[cmd]++
+		}
 	case m.inTx[src] || cmd == "multi":
-		m.tx[cmd]++
+		if m.passing {
+			m.tx[cmd]++
+		}
 		m.inTx[src] = cmd != "exec" && cmd != "discard"
+	case !m.passing:
+		m.idle[cmdKey{cmd, key}]++
 	default:
 		m.top[cmd]++
+		m.pass[cmdKey{cmd, key}]++
 	}
 }
 
-func (m *monitor) stop() (top, lua, tx map[string]int64) {
+// monitorArg splits MONITOR's first quoted argument off s. Quotes inside
+// an argument come escaped (\"), which only ends it early for this count
+// when a key holds one: Tollgate's keys hold none.
+func monitorArg(s string) (arg, rest string) {
+	if !strings.HasPrefix(s, `"`) {
+		return s, ""
+	}
+	end := strings.IndexByte(s[1:], '"')
+	if end < 0 {
+		return s, ""
+	}
+	return s[1 : end+1], strings.TrimSpace(s[end+2:])
+}
+
+// backgroundShare is, by command, how many of the pass's commands the idle
+// window's rate explains: for each command and key seen in both, up to
+// twice the count that rate predicts for the pass's length, plus one.
+// Every command beyond that stays the requests'.
+func backgroundShare(idle, pass map[cmdKey]int64, idleFor, passFor time.Duration) map[string]int64 {
+	out := map[string]int64{}
+	if idleFor <= 0 {
+		return out
+	}
+	for k, n := range pass {
+		c := idle[k]
+		if c == 0 {
+			continue
+		}
+		expected := float64(c) * passFor.Seconds() / idleFor.Seconds()
+		if bg := min(n, int64(math.Ceil(2*expected))+1); bg > 0 {
+			out[k.cmd] += bg
+		}
+	}
+	return out
+}
+
+func (m *monitor) stop() monitorCounts {
 	// Let the last lines arrive before closing.
 	time.Sleep(100 * time.Millisecond)
-	m.conn.Close()
+	if m.conn != nil {
+		m.conn.Close()
+	}
 	m.wg.Wait()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	return m.top, m.lua, m.tx
+	end := time.Now()
+	c := monitorCounts{Top: m.top, Lua: m.lua, Tx: m.tx}
+	if m.passing {
+		c.Background = backgroundShare(m.idle, m.pass, m.passFrom.Sub(m.idleFrom), end.Sub(m.passFrom))
+		for cmd, n := range c.Background {
+			if c.Top[cmd] -= n; c.Top[cmd] == 0 {
+				delete(c.Top, cmd)
+			}
+		}
+	}
+	return c
 }

@@ -97,7 +97,11 @@ type TargetRun struct {
 	// TransactionCommands are the MULTI…EXEC transactions seen during the
 	// pass, left out of the round trips: the request path sends none.
 	TransactionCommands map[string]int64 `json:"redis_transaction_commands,omitempty"`
-	MonitorRequests     int64            `json:"monitor_requests,omitempty"`
+	// BackgroundCommands are the commands of the pass that the rate seen
+	// with no traffic explains (monitor in redis.go), left out of
+	// RoundTripsPerReq.
+	BackgroundCommands map[string]int64 `json:"redis_background_commands,omitempty"`
+	MonitorRequests    int64            `json:"monitor_requests,omitempty"`
 	// Paced is the open-loop run at a fixed rate (latency at equal load).
 	Paced *loadgen.Result `json:"paced,omitempty"`
 	// StealPct is the share of the machine's CPU time other guests took

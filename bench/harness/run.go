@@ -16,8 +16,13 @@ import (
 	"github.com/tollgate/tollgate/bench/loadgen"
 )
 
-// monitorRequests is the size of the MONITOR pass that counts round trips.
-const monitorRequests = 200
+// monitorRequests is the size of the MONITOR pass that counts round trips;
+// monitorIdle the idle window before it, where background commands are
+// learnt.
+const (
+	monitorRequests = 200
+	monitorIdle     = time.Second
+)
 
 // env is everything one harness run started.
 type env struct {
@@ -472,25 +477,30 @@ func (e *env) countRoundTrips(ctx context.Context, cfg loadgen.Config, tr *Targe
 	if err != nil {
 		return err
 	}
+	// The idle window: what the proxies send with no traffic (monitor).
+	select {
+	case <-ctx.Done():
+	case <-time.After(monitorIdle):
+	}
+	m.startPass()
 	cfg.Connections = 1
 	cfg.Requests = monitorRequests
 	cfg.Duration = 30 * time.Second
 	res, err := loadgen.Run(ctx, cfg)
-	top, lua, tx := m.stop()
+	c := m.stop()
 	if err != nil {
 		return fmt.Errorf("monitor pass: %w", err)
 	}
 	if res.Requests == 0 {
 		return errors.New("monitor pass: no request completed")
 	}
-	var n int64
-	for _, c := range top {
-		n += c
+	tr.RoundTripsPerReq = float64(sumCounts(c.Top)) / float64(res.Requests)
+	tr.RoundTripCommands, tr.ScriptCommands = c.Top, c.Lua
+	if len(c.Tx) > 0 {
+		tr.TransactionCommands = c.Tx
 	}
-	tr.RoundTripsPerReq = float64(n) / float64(res.Requests)
-	tr.RoundTripCommands, tr.ScriptCommands = top, lua
-	if len(tx) > 0 {
-		tr.TransactionCommands = tx
+	if len(c.Background) > 0 {
+		tr.BackgroundCommands = c.Background
 	}
 	tr.MonitorRequests = res.Requests
 	return nil

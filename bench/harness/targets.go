@@ -106,8 +106,15 @@ func (r *Report) checkTargets(goBenchRan bool) {
 	if m != nil {
 		rt = m.RoundTripsPerReq
 		shownRT = fmt.Sprintf("%.2f round trips/req", rt)
+		var left []string
 		if n := sumCounts(m.TransactionCommands); n > 0 {
-			shownRT += fmt.Sprintf(" (%d commands of background MULTI…EXEC transactions during the pass left out)", n)
+			left = append(left, fmt.Sprintf("%d commands of background MULTI…EXEC transactions", n))
+		}
+		if n := sumCounts(m.BackgroundCommands); n > 0 {
+			left = append(left, fmt.Sprintf("%d background commands at the rate seen with no traffic", n))
+		}
+		if len(left) > 0 {
+			shownRT += " (" + strings.Join(left, " and ") + " during the pass left out)"
 		}
 	}
 	add("metered", "metered exact: 1 Redis round trip per request", m != nil && m.MonitorRequests > 0,
