@@ -159,7 +159,6 @@ type monitor struct {
 	passing            bool
 	idleFrom, passFrom time.Time
 	idle, pass         map[cmdKey]int64
-	err                error
 }
 
 // cmdKey is a command and its first argument (its key, for most).
