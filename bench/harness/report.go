@@ -86,6 +86,12 @@ type TargetRun struct {
 	UpstreamCPUUSPerReq float64 `json:"upstream_cpu_us_per_req"`
 	// CPU of the private Redis (0 on a shared one: not ours to read).
 	RedisCPUUSPerReq float64 `json:"redis_cpu_us_per_req"`
+	// Context switches per request of the server under test (all its
+	// processes), the upstream and the private Redis; nil when not read
+	// (Redis: a shared one).
+	Switches         *Switches `json:"switches,omitempty"`
+	UpstreamSwitches *Switches `json:"upstream_switches,omitempty"`
+	RedisSwitches    *Switches `json:"redis_switches,omitempty"`
 	// From INFO commandstats: includes commands run inside Lua scripts.
 	RedisCommandsPerReq float64          `json:"redis_commands_per_req"`
 	RedisCommands       map[string]int64 `json:"redis_commands,omitempty"`
@@ -297,6 +303,10 @@ func (r *Report) Markdown() string {
 				s.Name, t.Target, t.Paced.RPS, l.P50/1e3, l.P99/1e3, l.P999/1e3, l.Max/1e3,
 				100*float64(t.Paced.Errors+t.Paced.Non2xx)/float64(max(1, t.Paced.Requests+t.Paced.Errors))))
 		}
+	}
+	if perProc := processTable(r); perProc != "" {
+		b.WriteString("\nWhat each process paid per request in the same runs: CPU, and how often its threads slept (voluntary context switches: each one a wake-up to pay) or were preempted (involuntary ones):\n\n")
+		b.WriteString(perProc)
 	}
 	if len(paced) > 0 {
 		fmt.Fprintf(&b, "\nLatency at equal load: open loop at a fixed rate (Go generator, latency counted from each request's scheduled send time, or from its send when the generator's timer woke late):\n\n")

@@ -402,6 +402,11 @@ func (e *env) measure(ctx context.Context, sc *Scenario, cfg loadgen.Config, pid
 		redisCPU = func() float64 { v, _ := cpuSeconds(e.hz, e.redis.proc.pid()); return v }
 	}
 	red0 := redisCPU()
+	redisSwitches := func() switchCount { return switchCount{-1, -1} }
+	if e.redis.private {
+		redisSwitches = func() switchCount { return contextSwitches(e.redis.proc.pid()) }
+	}
+	sw0, upSw0, redSw0 := contextSwitches(pids...), contextSwitches(upPID), redisSwitches()
 	rs0, err := e.redis.commandStats(ctx)
 	if err != nil {
 		return tr, err
@@ -426,6 +431,7 @@ func (e *env) measure(ctx context.Context, sc *Scenario, cfg loadgen.Config, pid
 		return tr, err
 	}
 	red1 := redisCPU()
+	sw1, upSw1, redSw1 := contextSwitches(pids...), contextSwitches(upPID), redisSwitches()
 	rs1, err := e.redis.commandStats(ctx)
 	if err != nil {
 		return tr, err
@@ -442,6 +448,9 @@ func (e *env) measure(ctx context.Context, sc *Scenario, cfg loadgen.Config, pid
 		tr.UpstreamCPUUSPerReq = (up1 - up0) * 1e6 / n
 	}
 	tr.RedisCPUUSPerReq = (red1 - red0) * 1e6 / n
+	tr.Switches = sw0.perReq(sw1, n)
+	tr.UpstreamSwitches = upSw0.perReq(upSw1, n)
+	tr.RedisSwitches = redSw0.perReq(redSw1, n)
 	var total int64
 	tr.RedisCommands, total = statsDelta(rs0, rs1)
 	tr.RedisCommandsPerReq = float64(total) / n

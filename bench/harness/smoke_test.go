@@ -48,9 +48,17 @@ func TestHarnessSmoke(t *testing.T) {
 			if r.Load.Requests == 0 || r.Expected != 1 || r.Paced == nil || r.Paced.Requests == 0 {
 				t.Errorf("%s/%s: %d requests, %.3f with the expected status, paced %+v", s.Name, r.Target, r.Load.Requests, r.Expected, r.Paced)
 			}
+			// Every server waits for its clients between requests, so each
+			// slept at least once in a timed part (how often is the host's).
+			if r.Switches == nil || r.UpstreamSwitches == nil || r.Switches.Sleeps <= 0 || r.UpstreamSwitches.Sleeps <= 0 {
+				t.Errorf("%s/%s: context switches not counted: %+v, upstream %+v", s.Name, r.Target, r.Switches, r.UpstreamSwitches)
+			}
 		}
 	}
 	m := met.run("tollgate")
+	if rep.Machine.RedisPrivate && m.RedisSwitches == nil {
+		t.Errorf("metered: the private Redis's context switches not counted")
+	}
 	if m.MonitorRequests != monitorRequests || m.RoundTripsPerReq < 1 || m.RoundTripCommands["evalsha"] == 0 {
 		t.Errorf("metered round trips: %+v", m)
 	}
