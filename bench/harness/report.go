@@ -342,6 +342,9 @@ func (r *Report) Markdown() string {
 			}
 			fmt.Fprintf(&b, " %s |\n", formatSteal(round.StealPct))
 		}
+		if costs := roundCostTable(rs); costs != "" {
+			b.WriteString("\nWhat each leg cost every process per request, median of the rounds (each figure's own median):\n\n" + costs)
+		}
 		b.WriteString("\n")
 		for _, rr := range roundRatios {
 			if sp, ok := rs.Ratios[rr.key]; ok {

@@ -91,6 +91,13 @@ func TestHarnessSmoke(t *testing.T) {
 		rs.Ratios[pacedAddedKey].N != 1 {
 		t.Errorf("rounds %+v", rep.Rounds)
 	}
+	if rs := rep.Rounds; rs != nil {
+		for _, leg := range rs.Legs {
+			if c, n := medianCost(rs.Rounds, leg); n != len(rs.Rounds) || c.Switches == nil || c.UpstreamSwitches == nil {
+				t.Errorf("round leg %s: costs %+v over %d rounds", leg, c, n)
+			}
+		}
+	}
 	// Every target of the issue is listed; the Go benchmarks did not run.
 	byScenario := map[string]string{}
 	for _, c := range rep.Targets {

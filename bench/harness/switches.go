@@ -138,3 +138,81 @@ func processTable(r *Report) string {
 	return "| scenario | target | target CPU µs/req | upstream CPU µs/req | Redis CPU µs/req | target sleeps / preempted per req | upstream sleeps / preempted per req | Redis sleeps / preempted per req |\n" +
 		"| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n" + b.String()
 }
+
+// LegCost is what one leg of an alternating round cost each process per
+// request: CPU in µs and context switches (nil where not counted).
+type LegCost struct {
+	CPU              float64   `json:"cpu_us_per_req"`
+	UpstreamCPU      float64   `json:"upstream_cpu_us_per_req"`
+	RedisCPU         float64   `json:"redis_cpu_us_per_req"`
+	Switches         *Switches `json:"switches,omitempty"`
+	UpstreamSwitches *Switches `json:"upstream_switches,omitempty"`
+	RedisSwitches    *Switches `json:"redis_switches,omitempty"`
+}
+
+func legCostOf(tr TargetRun) LegCost {
+	return LegCost{
+		CPU: tr.CPUUSPerReq, UpstreamCPU: tr.UpstreamCPUUSPerReq, RedisCPU: tr.RedisCPUUSPerReq,
+		Switches: tr.Switches, UpstreamSwitches: tr.UpstreamSwitches, RedisSwitches: tr.RedisSwitches,
+	}
+}
+
+// medianCost is each figure's median over the rounds that measured leg,
+// taken figure by figure (so the medians need not come from one round),
+// and how many rounds that was; a switch figure is nil when no round
+// counted it.
+func medianCost(rounds []Round, leg string) (LegCost, int) {
+	var cpu, upCPU, redCPU []float64
+	var sw, upSw, redSw []*Switches
+	for _, r := range rounds {
+		c, ok := r.Costs[leg]
+		if !ok {
+			continue
+		}
+		cpu, upCPU, redCPU = append(cpu, c.CPU), append(upCPU, c.UpstreamCPU), append(redCPU, c.RedisCPU)
+		sw, upSw, redSw = append(sw, c.Switches), append(upSw, c.UpstreamSwitches), append(redSw, c.RedisSwitches)
+	}
+	if len(cpu) == 0 {
+		return LegCost{}, 0
+	}
+	return LegCost{
+		CPU: spreadOf(cpu).Median, UpstreamCPU: spreadOf(upCPU).Median, RedisCPU: spreadOf(redCPU).Median,
+		Switches: medianSwitches(sw), UpstreamSwitches: medianSwitches(upSw), RedisSwitches: medianSwitches(redSw),
+	}, len(cpu)
+}
+
+func medianSwitches(all []*Switches) *Switches {
+	var sleeps, preempted []float64
+	for _, s := range all {
+		if s != nil {
+			sleeps, preempted = append(sleeps, s.Sleeps), append(preempted, s.Preempted)
+		}
+	}
+	if len(sleeps) == 0 {
+		return nil
+	}
+	return &Switches{Sleeps: spreadOf(sleeps).Median, Preempted: spreadOf(preempted).Median}
+}
+
+// roundCostTable is the Markdown table of each leg's median costs over
+// the rounds; "" when no round recorded any.
+func roundCostTable(rs *RoundSummary) string {
+	var b strings.Builder
+	for _, leg := range rs.Legs {
+		c, n := medianCost(rs.Rounds, leg)
+		if n == 0 {
+			continue
+		}
+		redisCPU := "–"
+		if c.RedisSwitches != nil {
+			redisCPU = fmt.Sprintf("%.1f", c.RedisCPU)
+		}
+		fmt.Fprintf(&b, "| %s | %d | %.1f | %.1f | %s | %s | %s | %s |\n", leg, n, c.CPU, c.UpstreamCPU, redisCPU,
+			formatSwitches(c.Switches), formatSwitches(c.UpstreamSwitches), formatSwitches(c.RedisSwitches))
+	}
+	if b.Len() == 0 {
+		return ""
+	}
+	return "| leg | rounds | target CPU µs/req | upstream CPU µs/req | Redis CPU µs/req | target sleeps / preempted per req | upstream sleeps / preempted per req | Redis sleeps / preempted per req |\n" +
+		"| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + b.String()
+}

@@ -143,3 +143,42 @@ func TestProcessTable(t *testing.T) {
 		t.Fatalf("table without counts: %q", got)
 	}
 }
+
+func TestMedianCost(t *testing.T) {
+	rounds := []Round{
+		{Costs: map[string]LegCost{"a": {CPU: 30, UpstreamCPU: 20, Switches: &Switches{0.1, 0.3}, UpstreamSwitches: &Switches{0.5, 0.1}}}},
+		{Costs: map[string]LegCost{"a": {CPU: 10, UpstreamCPU: 25, Switches: &Switches{0.3, 0.1}}}},
+		{Costs: map[string]LegCost{"a": {CPU: 20, UpstreamCPU: 22, Switches: &Switches{0.2, 0.2}, UpstreamSwitches: &Switches{0.7, 0.3}}}},
+		// A round without the leg (say, it failed to start) is left out.
+		{Costs: map[string]LegCost{"b": {CPU: 99}}},
+	}
+	got, n := medianCost(rounds, "a")
+	want := LegCost{CPU: 20, UpstreamCPU: 22, Switches: &Switches{0.2, 0.2}, UpstreamSwitches: &Switches{0.6, 0.2}}
+	if n != 3 || got.CPU != want.CPU || got.UpstreamCPU != want.UpstreamCPU || got.RedisCPU != 0 ||
+		*got.Switches != *want.Switches || *got.UpstreamSwitches != *want.UpstreamSwitches || got.RedisSwitches != nil {
+		t.Fatalf("medianCost = %+v (switches %+v, upstream %+v, Redis %+v) over %d rounds; want %+v over 3",
+			got, got.Switches, got.UpstreamSwitches, got.RedisSwitches, n, want)
+	}
+	if _, n := medianCost(rounds, "missing"); n != 0 {
+		t.Fatalf("a leg no round ran: %d rounds", n)
+	}
+}
+
+func TestRoundCostTable(t *testing.T) {
+	rs := &RoundSummary{Legs: []string{legNginx, legMetered, legLease}, Rounds: []Round{
+		{Costs: map[string]LegCost{
+			legNginx:   {CPU: 26, UpstreamCPU: 19.5, RedisCPU: 0.1, Switches: &Switches{0.1, 0.2}, UpstreamSwitches: &Switches{0.28, 0.04}, RedisSwitches: &Switches{0, 0}},
+			legMetered: {CPU: 48, UpstreamCPU: 25, RedisCPU: 9.25, Switches: &Switches{0.16, 0.36}, UpstreamSwitches: &Switches{0.44, 0.05}, RedisSwitches: &Switches{0.15, 0.01}},
+		}},
+	}}
+	want := "| leg | rounds | target CPU µs/req | upstream CPU µs/req | Redis CPU µs/req | target sleeps / preempted per req | upstream sleeps / preempted per req | Redis sleeps / preempted per req |\n" +
+		"| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" +
+		"| nginx | 1 | 26.0 | 19.5 | 0.1 | 0.10 / 0.20 | 0.28 / 0.04 | 0.00 / 0.00 |\n" +
+		"| tollgate metered | 1 | 48.0 | 25.0 | 9.2 | 0.16 / 0.36 | 0.44 / 0.05 | 0.15 / 0.01 |\n"
+	if got := roundCostTable(rs); got != want {
+		t.Fatalf("table:\n%s\nwant:\n%s", got, want)
+	}
+	if got := roundCostTable(&RoundSummary{Legs: []string{legNginx}, Rounds: []Round{{}}}); got != "" {
+		t.Fatalf("table of rounds without costs: %q", got)
+	}
+}
