@@ -79,19 +79,10 @@ type TargetRun struct {
 	Load   loadgen.Result `json:"load"`
 	// Expected is the share of answers with the scenario's status.
 	Expected float64 `json:"expected_status_share"`
-	// CPU of the server under test (all its processes): per request and
-	// in cores busy on average.
-	CPUUSPerReq         float64 `json:"cpu_us_per_req"`
-	CPUUtil             float64 `json:"cpu_cores"`
-	UpstreamCPUUSPerReq float64 `json:"upstream_cpu_us_per_req"`
-	// CPU of the private Redis (0 on a shared one: not ours to read).
-	RedisCPUUSPerReq float64 `json:"redis_cpu_us_per_req"`
-	// Context switches per request of the server under test (all its
-	// processes), the upstream and the private Redis; nil when not read
-	// (Redis: a shared one).
-	Switches         *Switches `json:"switches,omitempty"`
-	UpstreamSwitches *Switches `json:"upstream_switches,omitempty"`
-	RedisSwitches    *Switches `json:"redis_switches,omitempty"`
+	// What the load cost each process per request.
+	Costs
+	// CPUUtil is the server under test's CPU in cores busy on average.
+	CPUUtil float64 `json:"cpu_cores"`
 	// From INFO commandstats: includes commands run inside Lua scripts.
 	RedisCommandsPerReq float64          `json:"redis_commands_per_req"`
 	RedisCommands       map[string]int64 `json:"redis_commands,omitempty"`
@@ -113,6 +104,20 @@ type TargetRun struct {
 	// StealPct is the share of the machine's CPU time other guests took
 	// during the timed part; -1 when unknown.
 	StealPct float64 `json:"cpu_steal_pct"`
+}
+
+// Costs is what a timed load cost each process per request: the server
+// under test (all its processes), the upstream and the private Redis.
+type Costs struct {
+	// CPU time in µs.
+	CPUUSPerReq         float64 `json:"cpu_us_per_req"`
+	UpstreamCPUUSPerReq float64 `json:"upstream_cpu_us_per_req"`
+	// 0 on a shared Redis: not ours to read.
+	RedisCPUUSPerReq float64 `json:"redis_cpu_us_per_req"`
+	// Context switches; nil when not read (Redis: a shared one).
+	Switches         *Switches `json:"switches,omitempty"`
+	UpstreamSwitches *Switches `json:"upstream_switches,omitempty"`
+	RedisSwitches    *Switches `json:"redis_switches,omitempty"`
 }
 
 // TargetCheck is one of the issue's performance targets against this run.

@@ -23,7 +23,7 @@ type Round struct {
 	RPS      map[string]float64 `json:"rps"`
 	PacedP99 map[string]float64 `json:"paced_p99_ms,omitempty"`
 	// Costs is what each leg cost every process per request.
-	Costs map[string]LegCost `json:"costs,omitempty"`
+	Costs map[string]Costs `json:"costs,omitempty"`
 	// StealPct is the share of the machine's CPU time other guests took
 	// during the round's throughput legs; -1 when unknown.
 	StealPct float64 `json:"cpu_steal_pct"`
@@ -145,7 +145,7 @@ func (e *env) runRounds(ctx context.Context) (*RoundSummary, error) {
 		if i%2 == 1 {
 			slices.Reverse(order)
 		}
-		r := Round{RPS: map[string]float64{}, Costs: map[string]LegCost{}}
+		r := Round{RPS: map[string]float64{}, Costs: map[string]Costs{}}
 		steal0 := readCPUTimes()
 		for _, leg := range order {
 			sc, cfg, pids := e.legLoad(leg)
@@ -157,7 +157,7 @@ func (e *env) runRounds(ctx context.Context) (*RoundSummary, error) {
 				return nil, fmt.Errorf("round %d, %s: only %.1f%% of answers had the expected status", i+1, leg, tr.Expected*100)
 			}
 			r.RPS[leg] = tr.Load.RPS
-			r.Costs[leg] = legCostOf(tr)
+			r.Costs[leg] = tr.Costs
 		}
 		r.StealPct = stealPct(steal0, readCPUTimes())
 		if !saved.NoPaced {

@@ -123,13 +123,7 @@ func processTable(r *Report) string {
 			if t.Switches == nil && t.UpstreamSwitches == nil {
 				continue
 			}
-			server, redisCPU := fmt.Sprintf("%.1f", t.CPUUSPerReq), fmt.Sprintf("%.1f", t.RedisCPUUSPerReq)
-			if t.RedisSwitches == nil {
-				redisCPU = "–"
-			}
-			fmt.Fprintf(&b, "| %s | %s | %s | %.1f | %s | %s | %s | %s |\n", s.Name, t.Target,
-				server, t.UpstreamCPUUSPerReq, redisCPU,
-				formatSwitches(t.Switches), formatSwitches(t.UpstreamSwitches), formatSwitches(t.RedisSwitches))
+			fmt.Fprintf(&b, "| %s | %s | %s |\n", s.Name, t.Target, costCells(t.Costs))
 		}
 	}
 	if b.Len() == 0 {
@@ -139,29 +133,11 @@ func processTable(r *Report) string {
 		"| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |\n" + b.String()
 }
 
-// LegCost is what one leg of an alternating round cost each process per
-// request: CPU in µs and context switches (nil where not counted).
-type LegCost struct {
-	CPU              float64   `json:"cpu_us_per_req"`
-	UpstreamCPU      float64   `json:"upstream_cpu_us_per_req"`
-	RedisCPU         float64   `json:"redis_cpu_us_per_req"`
-	Switches         *Switches `json:"switches,omitempty"`
-	UpstreamSwitches *Switches `json:"upstream_switches,omitempty"`
-	RedisSwitches    *Switches `json:"redis_switches,omitempty"`
-}
-
-func legCostOf(tr TargetRun) LegCost {
-	return LegCost{
-		CPU: tr.CPUUSPerReq, UpstreamCPU: tr.UpstreamCPUUSPerReq, RedisCPU: tr.RedisCPUUSPerReq,
-		Switches: tr.Switches, UpstreamSwitches: tr.UpstreamSwitches, RedisSwitches: tr.RedisSwitches,
-	}
-}
-
 // medianCost is each figure's median over the rounds that measured leg,
 // taken figure by figure (so the medians need not come from one round),
 // and how many rounds that was; a switch figure is nil when no round
 // counted it.
-func medianCost(rounds []Round, leg string) (LegCost, int) {
+func medianCost(rounds []Round, leg string) (Costs, int) {
 	var cpu, upCPU, redCPU []float64
 	var sw, upSw, redSw []*Switches
 	for _, r := range rounds {
@@ -169,14 +145,14 @@ func medianCost(rounds []Round, leg string) (LegCost, int) {
 		if !ok {
 			continue
 		}
-		cpu, upCPU, redCPU = append(cpu, c.CPU), append(upCPU, c.UpstreamCPU), append(redCPU, c.RedisCPU)
+		cpu, upCPU, redCPU = append(cpu, c.CPUUSPerReq), append(upCPU, c.UpstreamCPUUSPerReq), append(redCPU, c.RedisCPUUSPerReq)
 		sw, upSw, redSw = append(sw, c.Switches), append(upSw, c.UpstreamSwitches), append(redSw, c.RedisSwitches)
 	}
 	if len(cpu) == 0 {
-		return LegCost{}, 0
+		return Costs{}, 0
 	}
-	return LegCost{
-		CPU: spreadOf(cpu).Median, UpstreamCPU: spreadOf(upCPU).Median, RedisCPU: spreadOf(redCPU).Median,
+	return Costs{
+		CPUUSPerReq: spreadOf(cpu).Median, UpstreamCPUUSPerReq: spreadOf(upCPU).Median, RedisCPUUSPerReq: spreadOf(redCPU).Median,
 		Switches: medianSwitches(sw), UpstreamSwitches: medianSwitches(upSw), RedisSwitches: medianSwitches(redSw),
 	}, len(cpu)
 }
@@ -203,16 +179,23 @@ func roundCostTable(rs *RoundSummary) string {
 		if n == 0 {
 			continue
 		}
-		redisCPU := "–"
-		if c.RedisSwitches != nil {
-			redisCPU = fmt.Sprintf("%.1f", c.RedisCPU)
-		}
-		fmt.Fprintf(&b, "| %s | %d | %.1f | %.1f | %s | %s | %s | %s |\n", leg, n, c.CPU, c.UpstreamCPU, redisCPU,
-			formatSwitches(c.Switches), formatSwitches(c.UpstreamSwitches), formatSwitches(c.RedisSwitches))
+		fmt.Fprintf(&b, "| %s | %d | %s |\n", leg, n, costCells(c))
 	}
 	if b.Len() == 0 {
 		return ""
 	}
 	return "| leg | rounds | target CPU µs/req | upstream CPU µs/req | Redis CPU µs/req | target sleeps / preempted per req | upstream sleeps / preempted per req | Redis sleeps / preempted per req |\n" +
 		"| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |\n" + b.String()
+}
+
+// costCells is a cost table's figures: CPU of the target, the upstream and
+// Redis, then each one's switches. Redis's CPU is "–" where its switches
+// were not read either (a shared Redis).
+func costCells(c Costs) string {
+	redisCPU := "–"
+	if c.RedisSwitches != nil {
+		redisCPU = fmt.Sprintf("%.1f", c.RedisCPUUSPerReq)
+	}
+	return fmt.Sprintf("%.1f | %.1f | %s | %s | %s | %s", c.CPUUSPerReq, c.UpstreamCPUUSPerReq, redisCPU,
+		formatSwitches(c.Switches), formatSwitches(c.UpstreamSwitches), formatSwitches(c.RedisSwitches))
 }

@@ -121,14 +121,14 @@ func TestContextSwitchesOfAGoneProcess(t *testing.T) {
 func TestProcessTable(t *testing.T) {
 	r := &Report{Scenarios: []ScenarioResult{
 		{Name: "passthrough", Runs: []TargetRun{
-			{Target: "direct", CPUUSPerReq: 20, UpstreamCPUUSPerReq: 20,
-				Switches: &Switches{0.5, 0.1}, UpstreamSwitches: &Switches{0.5, 0.1}},
-			{Target: "tollgate", CPUUSPerReq: 31.25, UpstreamCPUUSPerReq: 27,
-				Switches: &Switches{0.04, 0.7}, UpstreamSwitches: &Switches{0.8, 0.2}},
+			{Target: "direct", Costs: Costs{CPUUSPerReq: 20, UpstreamCPUUSPerReq: 20,
+				Switches: &Switches{0.5, 0.1}, UpstreamSwitches: &Switches{0.5, 0.1}}},
+			{Target: "tollgate", Costs: Costs{CPUUSPerReq: 31.25, UpstreamCPUUSPerReq: 27,
+				Switches: &Switches{0.04, 0.7}, UpstreamSwitches: &Switches{0.8, 0.2}}},
 		}},
 		{Name: "metered", Runs: []TargetRun{
-			{Target: "tollgate", CPUUSPerReq: 45, UpstreamCPUUSPerReq: 30, RedisCPUUSPerReq: 9.5,
-				Switches: &Switches{0.09, 0.88}, UpstreamSwitches: &Switches{0.84, 0.18}, RedisSwitches: &Switches{0.2, 0.01}},
+			{Target: "tollgate", Costs: Costs{CPUUSPerReq: 45, UpstreamCPUUSPerReq: 30, RedisCPUUSPerReq: 9.5,
+				Switches: &Switches{0.09, 0.88}, UpstreamSwitches: &Switches{0.84, 0.18}, RedisSwitches: &Switches{0.2, 0.01}}},
 		}},
 	}}
 	want := "| scenario | target | target CPU µs/req | upstream CPU µs/req | Redis CPU µs/req | target sleeps / preempted per req | upstream sleeps / preempted per req | Redis sleeps / preempted per req |\n" +
@@ -146,15 +146,15 @@ func TestProcessTable(t *testing.T) {
 
 func TestMedianCost(t *testing.T) {
 	rounds := []Round{
-		{Costs: map[string]LegCost{"a": {CPU: 30, UpstreamCPU: 20, Switches: &Switches{0.1, 0.3}, UpstreamSwitches: &Switches{0.5, 0.1}}}},
-		{Costs: map[string]LegCost{"a": {CPU: 10, UpstreamCPU: 25, Switches: &Switches{0.3, 0.1}}}},
-		{Costs: map[string]LegCost{"a": {CPU: 20, UpstreamCPU: 22, Switches: &Switches{0.2, 0.2}, UpstreamSwitches: &Switches{0.7, 0.3}}}},
+		{Costs: map[string]Costs{"a": {CPUUSPerReq: 30, UpstreamCPUUSPerReq: 20, Switches: &Switches{0.1, 0.3}, UpstreamSwitches: &Switches{0.5, 0.1}}}},
+		{Costs: map[string]Costs{"a": {CPUUSPerReq: 10, UpstreamCPUUSPerReq: 25, Switches: &Switches{0.3, 0.1}}}},
+		{Costs: map[string]Costs{"a": {CPUUSPerReq: 20, UpstreamCPUUSPerReq: 22, Switches: &Switches{0.2, 0.2}, UpstreamSwitches: &Switches{0.7, 0.3}}}},
 		// A round without the leg (say, it failed to start) is left out.
-		{Costs: map[string]LegCost{"b": {CPU: 99}}},
+		{Costs: map[string]Costs{"b": {CPUUSPerReq: 99}}},
 	}
 	got, n := medianCost(rounds, "a")
-	want := LegCost{CPU: 20, UpstreamCPU: 22, Switches: &Switches{0.2, 0.2}, UpstreamSwitches: &Switches{0.6, 0.2}}
-	if n != 3 || got.CPU != want.CPU || got.UpstreamCPU != want.UpstreamCPU || got.RedisCPU != 0 ||
+	want := Costs{CPUUSPerReq: 20, UpstreamCPUUSPerReq: 22, Switches: &Switches{0.2, 0.2}, UpstreamSwitches: &Switches{0.6, 0.2}}
+	if n != 3 || got.CPUUSPerReq != want.CPUUSPerReq || got.UpstreamCPUUSPerReq != want.UpstreamCPUUSPerReq || got.RedisCPUUSPerReq != 0 ||
 		*got.Switches != *want.Switches || *got.UpstreamSwitches != *want.UpstreamSwitches || got.RedisSwitches != nil {
 		t.Fatalf("medianCost = %+v (switches %+v, upstream %+v, Redis %+v) over %d rounds; want %+v over 3",
 			got, got.Switches, got.UpstreamSwitches, got.RedisSwitches, n, want)
@@ -166,9 +166,9 @@ func TestMedianCost(t *testing.T) {
 
 func TestRoundCostTable(t *testing.T) {
 	rs := &RoundSummary{Legs: []string{legNginx, legMetered, legLease}, Rounds: []Round{
-		{Costs: map[string]LegCost{
-			legNginx:   {CPU: 26, UpstreamCPU: 19.5, RedisCPU: 0.1, Switches: &Switches{0.1, 0.2}, UpstreamSwitches: &Switches{0.28, 0.04}, RedisSwitches: &Switches{0, 0}},
-			legMetered: {CPU: 48, UpstreamCPU: 25, RedisCPU: 9.25, Switches: &Switches{0.16, 0.36}, UpstreamSwitches: &Switches{0.44, 0.05}, RedisSwitches: &Switches{0.15, 0.01}},
+		{Costs: map[string]Costs{
+			legNginx:   {CPUUSPerReq: 26, UpstreamCPUUSPerReq: 19.5, RedisCPUUSPerReq: 0.1, Switches: &Switches{0.1, 0.2}, UpstreamSwitches: &Switches{0.28, 0.04}, RedisSwitches: &Switches{0, 0}},
+			legMetered: {CPUUSPerReq: 48, UpstreamCPUUSPerReq: 25, RedisCPUUSPerReq: 9.25, Switches: &Switches{0.16, 0.36}, UpstreamSwitches: &Switches{0.44, 0.05}, RedisSwitches: &Switches{0.15, 0.01}},
 		}},
 	}}
 	want := "| leg | rounds | target CPU µs/req | upstream CPU µs/req | Redis CPU µs/req | target sleeps / preempted per req | upstream sleeps / preempted per req | Redis sleeps / preempted per req |\n" +
