@@ -13,6 +13,7 @@ import (
 
 	"github.com/redis/go-redis/v9"
 
+	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/quota"
 )
 
@@ -555,10 +556,24 @@ func (h *harness) concurrent(n int, key, method, path, body string) map[int]int 
 func TestConcurrentLimits(t *testing.T) {
 	for _, instances := range []int{1, 4} {
 		t.Run(strconv.Itoa(instances)+"-instances", func(t *testing.T) {
-			// A generous Redis timeout: this test is about atomicity, and on
-			// two loaded cores with -race a 50 ms timeout would turn slow
-			// answers into fail-open admissions (TestFailModes covers those).
-			h := newHarness(t, harnessOpts{instances: instances, redisTimeout: 2 * time.Second})
+			// This test is about atomicity, not about a slow machine: with
+			// 2,000 requests queued on two loaded cores under -race, a Redis
+			// or upstream connect timeout turned into fail-open admissions
+			// and 502s (TestFailModes covers those), which read like
+			// over-admission. So the timeouts are generous, and messages
+			// fail closed here: a timeout can only show as a 503, never as a
+			// 201 past the limit.
+			h := newHarness(t, harnessOpts{instances: instances, redisTimeout: 10 * time.Second,
+				edit: func(s string) string {
+					s = strings.Replace(s, "dial_timeout: 2s", "dial_timeout: 10s", 1)
+					return strings.Replace(s, "    kind: metered\n    warning: 0.8", "    kind: metered\n    fail: closed\n    warning: 0.8", 1)
+				}})
+			if f := h.cfg.FeatureByName["messages"]; f.FailMode != config.FailClosed {
+				t.Fatalf("messages fail mode %v, want closed", f.FailMode)
+			}
+			if h.cfg.Upstream.DialTimeout != 10*time.Second {
+				t.Fatalf("upstream dial timeout %v, want 10s", h.cfg.Upstream.DialTimeout)
+			}
 
 			pro := h.createTenant("pro") // 5 agents
 			codes := h.concurrent(500, pro.APIKey, "POST", "/api/v1/agents", `{"name":"x"}`)
