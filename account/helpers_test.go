@@ -27,6 +27,7 @@ import (
 	"github.com/tollgate/tollgate/proxy"
 	"github.com/tollgate/tollgate/quota"
 	"github.com/tollgate/tollgate/tenant"
+	"github.com/tollgate/tollgate/usage"
 )
 
 const jwtSecret = "account-test-dashboard-secret"
@@ -225,6 +226,37 @@ func (e *env) tenantOn(plan string) fixture {
 		}
 	}
 	return fixture{Tenant: tn, key: key}
+}
+
+// flush stores items as a proxy's flusher does (usage.StoreSink →
+// ApplySnapshots): metered counters per period in usage, gauges without a
+// period in gauges. Items without an observation time get now's.
+func (e *env) flush(items ...usage.Item) {
+	e.t.Helper()
+	ctx := testCtx(e.t)
+	epoch, err := e.db.BeginEpoch(ctx)
+	if err != nil {
+		e.t.Fatalf("begin epoch: %v", err)
+	}
+	for i := range items {
+		if items[i].ObservedAtUS == 0 {
+			items[i].ObservedAtUS = time.Now().UnixMicro()
+		}
+	}
+	b := usage.Batch{ID: "b-" + randomHex(e.t, 4), ProxyID: "test", Epoch: epoch, Items: items}
+	if _, err := e.db.ApplySnapshots(ctx, b); err != nil {
+		e.t.Fatalf("apply snapshots: %v", err)
+	}
+}
+
+// metered is a flushed metered counter of the period [start, end).
+func metered(tenantID, feature string, start, end time.Time, used int64) usage.Item {
+	return usage.Item{TenantID: tenantID, Feature: feature, PeriodStart: start.Unix(), PeriodEnd: end.Unix(), Used: used}
+}
+
+// gauge is a flushed gauge: no period.
+func gauge(tenantID, feature string, n int64) usage.Item {
+	return usage.Item{TenantID: tenantID, Feature: feature, Used: n}
 }
 
 // token signs a dashboard token for tenants (a []string or a string).

@@ -124,8 +124,9 @@ func (a *API) liveTerms(ctx context.Context, tenantID string) (terms, bool) {
 }
 
 // flushedTerms reads the plan, the period and the usage flushed to
-// PostgreSQL. The period is the live subscription's when it holds now,
-// else the calendar month (the default period of the proxy's counters).
+// PostgreSQL: the period's metered counters and the gauges. The period is
+// the live subscription's when it holds now, else the calendar month (the
+// default period of the proxy's counters).
 func (a *API) flushedTerms(r *http.Request, tn billing.Tenant) (terms, *apiError) {
 	ctx, cancel := a.storeCtx(r)
 	defer cancel()
@@ -148,8 +149,25 @@ func (a *API) flushedTerms(r *http.Request, tn billing.Tenant) (terms, *apiError
 	case !errors.Is(err, billing.ErrNoSubscription):
 		return t, a.storeError("get subscription", err)
 	}
-	if t.used, err = a.store.UsageFor(ctx, tn.ID, t.start); err != nil {
+	// The flush stores metered counters per period and gauges, which live
+	// across periods, without one: each feature is read from its kind's.
+	metered, err := a.store.UsageFor(ctx, tn.ID, t.start)
+	if err != nil {
 		return t, a.storeError("usage for", err)
+	}
+	gauges, err := a.store.GaugesFor(ctx, tn.ID)
+	if err != nil {
+		return t, a.storeError("gauges for", err)
+	}
+	t.used = make(map[string]int64, len(a.cfg.Features))
+	for _, f := range a.cfg.Features {
+		switch {
+		case f == nil:
+		case f.Kind == config.Metered:
+			t.used[f.Name] = metered[f.Name]
+		case f.Kind == config.Gauge:
+			t.used[f.Name] = gauges[f.Name]
+		}
 	}
 	t.limit = func(name string) (int64, bool) {
 		v, ok := plan.Limits[name]

@@ -125,30 +125,32 @@ func TestUsageFromPostgresWhenRedisIsDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// Seeded as the proxies' flusher stores usage: metered counters per
+	// period, gauges without one.
 	start, end := billing.MonthPeriod(time.Now())
-	if _, err := e.db.ApplyUsageBatch(ctx, billing.Batch{ID: "b-" + randomHex(t, 4), ProxyID: "test", Items: []billing.UsageItem{
-		{TenantID: mini.ID, Feature: "messages", PeriodStart: start, PeriodEnd: end, Delta: 2100},
-		{TenantID: mini.ID, Feature: "agents", PeriodStart: start, PeriodEnd: end, Delta: 1},
-		{TenantID: payg.ID, Feature: "messages", PeriodStart: start, PeriodEnd: end, Delta: 7},
+	e.flush(
+		metered(mini.ID, "messages", start, end, 2100),
+		gauge(mini.ID, "agents", 1),
+		gauge(mini.ID, "channels", 3),
+		metered(payg.ID, "messages", start, end, 7),
+		gauge(payg.ID, "agents", 4),
 		// Another period is not this one's usage.
-		{TenantID: mini.ID, Feature: "messages", PeriodStart: start.AddDate(0, -1, 0), PeriodEnd: start, Delta: 99},
-	}}); err != nil {
-		t.Fatal(err)
-	}
+		metered(mini.ID, "messages", start.AddDate(0, -1, 0), start, 99),
+	)
 
 	u := decodeUsage(t, e.get(e.apiURL, "/usage", mini.key))
 	if u.Source != "postgres" || u.Plan == nil || *u.Plan != "mini" ||
 		u.PeriodStart != rfc3339(sub.PeriodStart) || u.PeriodEnd != rfc3339(sub.PeriodEnd) {
 		t.Fatalf("answer: %+v", u)
 	}
-	want := "messages:metered:2100/2500:400:true agents:gauge:1/2:1:false channels:gauge:0/3:3:false integrations:flag:true ai_auto_reply:flag:true"
+	want := "messages:metered:2100/2500:400:true agents:gauge:1/2:1:false channels:gauge:3/3:0:true integrations:flag:true ai_auto_reply:flag:true"
 	if got := strings.Join(u.lines(), " "); got != want {
 		t.Fatalf("features\n got: %s\nwant: %s", got, want)
 	}
 
 	// Pay-as-you-go: usage without a plan, so without limits.
 	u = decodeUsage(t, e.get(e.apiURL, "/subscription/usage", payg.key))
-	want = "messages:metered:7/null:null:false agents:gauge:0/null:null:false channels:gauge:0/null:null:false integrations:flag:false ai_auto_reply:flag:false"
+	want = "messages:metered:7/null:null:false agents:gauge:4/null:null:false channels:gauge:0/null:null:false integrations:flag:false ai_auto_reply:flag:false"
 	if u.Plan != nil || u.Source != "postgres" || strings.Join(u.lines(), " ") != want {
 		t.Fatalf("payg: plan %v source %s features %s", u.Plan, u.Source, strings.Join(u.lines(), " "))
 	}
