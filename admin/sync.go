@@ -92,16 +92,9 @@ func (a *API) entitlement(ctx context.Context, id string) (quota.Entitlement, er
 	return e, nil
 }
 
-// anchor is the quota period anchor of a subscription period: 0 (calendar
-// months) when it is exactly a calendar month in UTC, so such tenants keep
-// calendar periods; its start otherwise.
-func anchor(start, end time.Time) int64 {
-	ms, me := billing.MonthPeriod(start)
-	if start.Equal(ms) && end.Equal(me) {
-		return 0
-	}
-	return start.Unix()
-}
+// anchor is the quota period anchor of a subscription period, by the rule
+// the account API's PostgreSQL fallback shares (quota.Anchor).
+func anchor(start, end time.Time) int64 { return quota.Anchor(start, end) }
 
 // configPlan turns a stored plan into the indexed form the quota store
 // reads. A feature the row lacks (configured after an admin edited the plan)

@@ -28,6 +28,20 @@ func Period(anchor int64, now time.Time) (start, end time.Time) {
 	return start, anniversary(a, y, m)
 }
 
+// Anchor is the anchor of a subscription period [start, end): 0 (calendar
+// months) when it is exactly one calendar month in UTC, so such
+// subscriptions keep calendar periods; its start otherwise, so periods run
+// monthly from the start whatever the subscription's length. The admin
+// API's write-through and the account API's PostgreSQL fallback both use
+// it, so they agree on a tenant's period.
+func Anchor(start, end time.Time) int64 {
+	ms, me := Period(0, start)
+	if start.Equal(ms) && end.Equal(me) {
+		return 0
+	}
+	return start.Unix()
+}
+
 // anniversary is the anchor's day and clock in month m of year y, clamped
 // to the month's last day.
 func anniversary(a time.Time, y int, m time.Month) time.Time {

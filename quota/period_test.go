@@ -67,6 +67,39 @@ func TestPeriod(t *testing.T) {
 	}
 }
 
+func TestAnchor(t *testing.T) {
+	plus2 := time.FixedZone("UTC+2", 2*3600)
+	tests := []struct {
+		name       string
+		start, end time.Time
+		want       int64
+	}{
+		{"calendar month", utc(2026, 5, 1, 0, 0, 0), utc(2026, 6, 1, 0, 0, 0), 0},
+		{"calendar february", utc(2026, 2, 1, 0, 0, 0), utc(2026, 3, 1, 0, 0, 0), 0},
+		{"calendar december", utc(2025, 12, 1, 0, 0, 0), utc(2026, 1, 1, 0, 0, 0), 0},
+		{"calendar month in another zone", time.Date(2026, 5, 1, 2, 0, 0, 0, plus2), time.Date(2026, 6, 1, 2, 0, 0, 0, plus2), 0},
+		{"a local calendar month is not UTC's", time.Date(2026, 5, 1, 0, 0, 0, 0, plus2), time.Date(2026, 6, 1, 0, 0, 0, 0, plus2),
+			utc(2026, 4, 30, 22, 0, 0).Unix()},
+		{"mid-month", utc(2026, 1, 15, 0, 0, 0), utc(2026, 2, 15, 0, 0, 0), utc(2026, 1, 15, 0, 0, 0).Unix()},
+		{"first of the month at a later time", utc(2026, 3, 1, 8, 0, 0), utc(2026, 4, 1, 8, 0, 0), utc(2026, 3, 1, 8, 0, 0).Unix()},
+		{"yearly from the first", utc(2026, 1, 1, 0, 0, 0), utc(2027, 1, 1, 0, 0, 0), utc(2026, 1, 1, 0, 0, 0).Unix()},
+		{"two calendar months", utc(2026, 1, 1, 0, 0, 0), utc(2026, 3, 1, 0, 0, 0), utc(2026, 1, 1, 0, 0, 0).Unix()},
+		{"a second short of a month", utc(2026, 1, 1, 0, 0, 0), utc(2026, 1, 31, 23, 59, 59), utc(2026, 1, 1, 0, 0, 0).Unix()},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got := Anchor(tt.start, tt.end)
+			if got != tt.want {
+				t.Fatalf("Anchor(%s, %s) = %d, want %d", tt.start, tt.end, got, tt.want)
+			}
+			// Either way the first period starts with the subscription.
+			if start, _ := Period(got, tt.start); !start.Equal(tt.start) {
+				t.Fatalf("first period starts %s, want %s", start, tt.start)
+			}
+		})
+	}
+}
+
 // TestPeriodContiguous checks, over random anchors and instants, that
 // periods contain now, last 28–31 days and tile time without gaps.
 func TestPeriodContiguous(t *testing.T) {
