@@ -191,6 +191,23 @@ func newEnv(t testing.TB, o envOpts) *env {
 	return e
 }
 
+// apiAt serves another API on the env's PostgreSQL with Redis down and its
+// clock stopped at now, and returns its URL.
+func (e *env) apiAt(now time.Time) string {
+	e.t.Helper()
+	dead := quota.New(deadRedis(e.t), e.cfg)
+	e.t.Cleanup(func() { dead.Close() })
+	api, err := New(e.cfg, e.db, dead, WithTimeout(2*time.Second), WithClock(func() time.Time { return now }))
+	if err != nil {
+		e.t.Fatalf("new api: %v", err)
+	}
+	mux := http.NewServeMux()
+	api.Register(mux)
+	srv := httptest.NewServer(mux)
+	e.t.Cleanup(srv.Close)
+	return srv.URL
+}
+
 // fixture is a tenant in PostgreSQL, and in Redis as the admin API would
 // write it through: entitlement and API key hash.
 type fixture struct {

@@ -125,22 +125,19 @@ func (a *API) liveTerms(ctx context.Context, tenantID string) (terms, bool) {
 
 // flushedTerms reads the plan, the period and the usage flushed to
 // PostgreSQL: the period's metered counters and the gauges. The period is
-// the live subscription's when it holds now, else the calendar month (the
-// default period of the proxy's counters).
+// the one the proxy counts in and the flush stores rows under: monthly from
+// the live subscription's anchor (quota.Anchor, as the admin API writes it
+// through), or calendar months without a live subscription.
 func (a *API) flushedTerms(r *http.Request, tn billing.Tenant) (terms, *apiError) {
 	ctx, cancel := a.storeCtx(r)
 	defer cancel()
-	now := a.now()
 	t := terms{source: sourcePostgres}
-	t.start, t.end = billing.MonthPeriod(now)
+	var anchor int64
 	var plan billing.Plan
 	sub, err := a.store.GetSubscription(ctx, tn.ID)
 	switch {
 	case err == nil:
-		t.plan = sub.Plan
-		if !now.Before(sub.PeriodStart) && now.Before(sub.PeriodEnd) {
-			t.start, t.end = sub.PeriodStart.UTC(), sub.PeriodEnd.UTC()
-		}
+		t.plan, anchor = sub.Plan, quota.Anchor(sub.PeriodStart, sub.PeriodEnd)
 		if plan, err = a.store.GetPlan(ctx, sub.Plan); err != nil {
 			return t, a.storeError("get plan", err)
 		}
@@ -149,6 +146,7 @@ func (a *API) flushedTerms(r *http.Request, tn billing.Tenant) (terms, *apiError
 	case !errors.Is(err, billing.ErrNoSubscription):
 		return t, a.storeError("get subscription", err)
 	}
+	t.start, t.end = quota.Period(anchor, a.now())
 	// The flush stores metered counters per period and gauges, which live
 	// across periods, without one: each feature is read from its kind's.
 	metered, err := a.store.UsageFor(ctx, tn.ID, t.start)

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/usage"
 )
 
 type usageAnswer struct {
@@ -153,5 +154,58 @@ func TestUsageFromPostgresWhenRedisIsDown(t *testing.T) {
 	want = "messages:metered:7/null:null:false agents:gauge:4/null:null:false channels:gauge:0/null:null:false integrations:flag:false ai_auto_reply:flag:false"
 	if u.Plan != nil || u.Source != "postgres" || strings.Join(u.lines(), " ") != want {
 		t.Fatalf("payg: plan %v source %s features %s", u.Plan, u.Source, strings.Join(u.lines(), " "))
+	}
+}
+
+// With Redis down the period is the one the proxy counts in and the flush
+// stores rows under: monthly from the entitlement's anchor (see
+// quota.Anchor), whatever the subscription's own period, and calendar
+// months without a live subscription.
+func TestUsageFromPostgresUsesTheProxysPeriod(t *testing.T) {
+	e := newEnv(t, envOpts{redisDown: true})
+	day := func(m time.Month, d int) time.Time { return time.Date(2026, m, d, 0, 0, 0, 0, time.UTC) }
+	now := day(3, 10)
+	cases := []struct {
+		name             string
+		status           string // "" for active
+		subStart, subEnd time.Time
+		wantStart        time.Time
+		wantEnd          time.Time
+	}{
+		// Not the one-year period, nor January's row all year.
+		{"yearly", "", day(1, 1), day(1, 1).AddDate(1, 0, 0), day(3, 1), day(4, 1)},
+		// Past its period_end the anchor still counts, not the calendar.
+		{"monthly from mid-month, past its end", "", day(1, 15), day(2, 15), day(2, 15), day(3, 15)},
+		{"a calendar month", "", day(3, 1), day(4, 1), day(3, 1), day(4, 1)},
+		// No live subscription: calendar months, whatever the canceled one's.
+		{"canceled", billing.StatusCanceled, day(1, 15), day(2, 15), day(3, 1), day(4, 1)},
+	}
+	url := e.apiAt(now)
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			fx := e.tenantOn("mini")
+			if _, _, err := e.db.ReplaceSubscription(testCtx(t), billing.NewSubscription{TenantID: fx.ID, Plan: "mini",
+				Status: c.status, PeriodStart: c.subStart, PeriodEnd: c.subEnd}, "test"); err != nil {
+				t.Fatal(err)
+			}
+			// The period's row, and rows of the periods the other readings
+			// would pick: the subscription's own and the calendar month's.
+			items := []usage.Item{metered(fx.ID, "messages", c.wantStart, c.wantEnd, 2400)}
+			for _, s := range []time.Time{c.subStart, day(3, 1)} {
+				if !s.Equal(c.wantStart) {
+					items = append(items, metered(fx.ID, "messages", s, s.AddDate(0, 1, 0), 99))
+				}
+			}
+			e.flush(items...)
+
+			u := decodeUsage(t, e.get(url, "/usage", fx.key))
+			if u.Source != "postgres" || u.PeriodStart != rfc3339(c.wantStart) || u.PeriodEnd != rfc3339(c.wantEnd) {
+				t.Fatalf("source %s period %s – %s, want postgres %s – %s", u.Source, u.PeriodStart, u.PeriodEnd,
+					rfc3339(c.wantStart), rfc3339(c.wantEnd))
+			}
+			if got := u.lines()[0]; !strings.HasPrefix(got, "messages:metered:2400/") {
+				t.Fatalf("messages %s, want 2400 used", got)
+			}
+		})
 	}
 }
