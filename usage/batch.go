@@ -69,6 +69,12 @@ const MaxBatchItems = 10_000
 
 const maxIDLen = 128
 
+// maxPeriodUnix bounds a metered item's period: 10000-01-01T00:00:00Z in
+// unix seconds. Anything later is no billing period, and PostgreSQL's
+// to_timestamp would refuse it inside the transaction, turning one bad item
+// into an unavailable store the flusher retries forever.
+const maxPeriodUnix = 253402300800
+
 // Validate checks b and returns an error wrapping ErrInvalidBatch that
 // names the offending field.
 func (b *Batch) Validate() error {
@@ -102,10 +108,12 @@ func (it Item) validate() error {
 		return invalidField("observed_at_us", "must be a positive Redis TIME in microseconds")
 	case it.IsGauge():
 		return nil
-	case it.PeriodStart <= 0:
-		return invalidField("period_start", "must be positive unix seconds (0 with period_end 0 for a gauge)")
+	case it.PeriodStart <= 0 || it.PeriodStart >= maxPeriodUnix:
+		return invalidField("period_start", "must be unix seconds from 1970 to 9999 (0 with period_end 0 for a gauge), got %d", it.PeriodStart)
 	case it.PeriodEnd <= it.PeriodStart:
 		return invalidField("period_end", "must be after period_start")
+	case it.PeriodEnd > maxPeriodUnix:
+		return invalidField("period_end", "must be unix seconds from 1970 to 9999, got %d", it.PeriodEnd)
 	}
 	return nil
 }

@@ -81,6 +81,10 @@ func TestIngestAnswers(t *testing.T) {
 			400, "invalid_batch", "items[0].tenant_id"},
 		{"negative used", token, `{"batch_id":"b","proxy_id":"p","epoch":1,"items":[{"tenant_id":"t","feature":"messages","period_start":1,"period_end":2,"used":-4,"observed_at_us":5}]}`,
 			400, "invalid_batch", "items[0].used"},
+		// PostgreSQL's to_timestamp refuses it: answered 503 it would be
+		// retried forever.
+		{"period past year 9999", token, `{"batch_id":"b","proxy_id":"p","epoch":1,"items":[{"tenant_id":"t","feature":"messages","period_start":1125899906842624,"period_end":1125899906842625,"used":1,"observed_at_us":5}]}`,
+			400, "invalid_batch", "items[0].period_start"},
 		{"unknown epoch", token, batchJSON(t, stale), 409, "stale_epoch", ""},
 		{"ok", token, batchJSON(t, good), 200, "", ""},
 	}

@@ -14,6 +14,7 @@ func TestParseCounterKey(t *testing.T) {
 		{"tg:{t1}:g:agents:d:abc-1", false, counter{}},
 		{"tg:{t1}:m:messages", false, counter{}},
 		{"tg:{t1}:m:messages:x", false, counter{}},
+		{"tg:{t1}:m:messages:1125899906842624", false, counter{}}, // past year 9999
 		{"tg:{t1}:ent", false, counter{}},
 		{"tg:{}:g:agents", false, counter{}},
 		{"tg:apikey:00", false, counter{}},
@@ -63,6 +64,10 @@ func TestValidateNamesTheField(t *testing.T) {
 		{"no time", func(b *Batch) { b.Items[0].ObservedAtUS = 0 }, "items[0].observed_at_us"},
 		{"half a period", func(b *Batch) { b.Items[0].PeriodStart = 0 }, "items[0].period_start"},
 		{"empty period", func(b *Batch) { b.Items[0].PeriodEnd = 10 }, "items[0].period_end"},
+		{"start past 9999", func(b *Batch) { b.Items[0].PeriodStart, b.Items[0].PeriodEnd = 1<<50, 1<<50+1 }, "items[0].period_start"},
+		{"end past 9999", func(b *Batch) { b.Items[0].PeriodEnd = 1 << 50 }, "items[0].period_end"},
+		{"negative start", func(b *Batch) { b.Items[0].PeriodStart = -5 }, "items[0].period_start"},
+		{"december 9999", func(b *Batch) { b.Items[0].PeriodStart, b.Items[0].PeriodEnd = 253399622400, 253402300800 }, ""},
 	}
 	for _, tt := range tests {
 		b := Batch{ID: "b", ProxyID: "p", Epoch: 1, Items: []Item{ok}}

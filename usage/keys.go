@@ -70,7 +70,9 @@ func parseCounterKey(key string) (counter, bool) {
 		}
 		c.feature = rest[:i]
 		ps, err := strconv.ParseInt(rest[i+1:], 10, 64)
-		if err != nil || ps <= 0 || !validFeature(c.feature) {
+		// A start the ingest would refuse is no counter of ours: flushed,
+		// it would get its whole batch dropped.
+		if err != nil || ps <= 0 || ps >= maxPeriodUnix || !validFeature(c.feature) {
 			return counter{}, false
 		}
 		c.periodStart = ps
