@@ -235,6 +235,30 @@ func TestCreditIsIdempotent(t *testing.T) {
 	}
 }
 
+// TestCreditsAtTheBoundKeepSumming: credits are bounded, so however many
+// maximal ones are booked the balance still sums and later credits answer.
+// An unbounded one (MaxInt64) made every later sum overflow, answered 503
+// store_unavailable.
+func TestCreditsAtTheBoundKeepSumming(t *testing.T) {
+	e := setup(t)
+	id, _ := e.createTenant("Rich", "free")
+	path := "/admin/v1/tenants/" + id + "/balance/credits"
+	bound := strconv.FormatInt(billing.MaxAmountMinor, 10)
+	status, body := e.call("POST", path, bearer, `{"amount_minor":`+strconv.FormatInt(billing.MaxAmountMinor+1, 10)+`,"currency":"USD","note":"too much"}`)
+	if status != 400 || body["error"] != "invalid_json" || !strings.Contains(str(body["message"]), "amount_minor") {
+		t.Fatalf("credit above the bound: %d %v", status, body)
+	}
+	e.must(201, "POST", path, `{"amount_minor":`+bound+`,"currency":"USD","note":"first"}`)
+	e.must(201, "POST", path, `{"amount_minor":`+bound+`,"currency":"USD","note":"second"}`)
+	got := e.must(201, "POST", path, `{"amount_minor":5,"currency":"USD","note":"small"}`)
+	if want := float64(2*billing.MaxAmountMinor + 5); got["balance_minor"] != want {
+		t.Fatalf("balance after credits at the bound: %v, want %v", got["balance_minor"], want)
+	}
+	if bal, err := e.db.Balance(testCtx(t), id, "USD"); err != nil || bal != 2*billing.MaxAmountMinor+5 {
+		t.Fatalf("balance in postgres: %d, %v", bal, err)
+	}
+}
+
 func TestSubscriptionExplicitPeriodSetsAnchor(t *testing.T) {
 	e := setup(t)
 	id, _ := e.createTenant("Periods", "free")
@@ -355,6 +379,8 @@ func TestErrors(t *testing.T) {
 		{"gauge without count", "PUT", ten + "/gauges/agents", bearer, `{}`, 400, "invalid_json"},
 		{"gauge of unknown tenant", "PUT", "/admin/v1/tenants/ten_nope/gauges/agents", bearer, `{"count":1}`, 404, "tenant_not_found"},
 		{"zero credit", "POST", ten + "/balance/credits", bearer, `{"amount_minor":0,"currency":"USD","note":"x"}`, 400, "invalid_json"},
+		{"credit above the bound", "POST", ten + "/balance/credits", bearer, `{"amount_minor":1000000000000001,"currency":"USD","note":"x"}`, 400, "invalid_json"},
+		{"credit of MaxInt64", "POST", ten + "/balance/credits", bearer, `{"amount_minor":9223372036854775807,"currency":"USD","note":"x"}`, 400, "invalid_json"},
 		{"credit without note", "POST", ten + "/balance/credits", bearer, `{"amount_minor":5,"currency":"USD"}`, 400, "invalid_json"},
 		{"credit bad currency", "POST", ten + "/balance/credits", bearer, `{"amount_minor":5,"currency":"usd","note":"x"}`, 400, "invalid_json"},
 		{"credit unknown tenant", "POST", "/admin/v1/tenants/ten_nope/balance/credits", bearer, `{"amount_minor":5,"currency":"USD","note":"x"}`, 404, "tenant_not_found"},

@@ -2,6 +2,7 @@ package admin
 
 import (
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"time"
@@ -42,8 +43,9 @@ func (a *API) credit(w http.ResponseWriter, r *http.Request) {
 	}
 	req.Note = strings.TrimSpace(req.Note)
 	switch {
-	case req.AmountMinor <= 0:
-		WriteError(w, http.StatusBadRequest, "invalid_json", "amount_minor: required, an integer > 0.")
+	case req.AmountMinor <= 0 || req.AmountMinor > billing.MaxAmountMinor:
+		WriteError(w, http.StatusBadRequest, "invalid_json",
+			fmt.Sprintf("amount_minor: required, an integer from 1 to %d.", billing.MaxAmountMinor))
 		return
 	case req.Note == "" || utf8.RuneCountInString(req.Note) > 500:
 		WriteError(w, http.StatusBadRequest, "invalid_json", "note: required, 1 to 500 characters; it identifies the credit for retries.")

@@ -30,7 +30,7 @@
 // current billing period (the ledger's unique (tenant, kind, period, note)),
 // so a retried identical credit books nothing and answers 200 with the
 // balance and "applied": false. Two distinct credits in one period need two
-// notes.
+// notes. A credit's amount_minor is 1 to 10^15 (billing.MaxAmountMinor).
 //
 // A subscription PUT replaces the live subscription in place (or starts
 // one) with the given bounds; the proxy's period anchor becomes

@@ -12,17 +12,8 @@ import (
 // booked: the retry changes nothing and writes no audit row.
 func (s *Store) CreditBalanceAudited(ctx context.Context, e LedgerEntry, actor string) (applied bool, balance int64, err error) {
 	const op = "credit balance"
-	switch {
-	case e.TenantID == "":
-		return false, 0, invalid(op, "tenant is required")
-	case e.AmountMinor <= 0:
-		return false, 0, invalid(op, "amount must be positive, got %d", e.AmountMinor)
-	case !currencyRE.MatchString(e.Currency):
-		return false, 0, invalid(op, "currency %q is not an upper-case ISO 4217 code", e.Currency)
-	case !kindRE.MatchString(e.Kind):
-		return false, 0, invalid(op, "kind %q must match %s", e.Kind, kindRE)
-	case e.PeriodStart.IsZero():
-		return false, 0, invalid(op, "period start is required")
+	if err := validateEntry(op, e); err != nil {
+		return false, 0, err
 	}
 	err = s.inTx(ctx, func(tx pgx.Tx) error {
 		tag, err := tx.Exec(ctx, `

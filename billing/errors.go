@@ -32,6 +32,9 @@ const (
 	pgUniqueViolation     = "23505"
 	pgForeignKeyViolation = "23503"
 	pgCheckViolation      = "23514"
+	// A value or a sum beyond its type (a balance past int64): the input
+	// is what cannot be stored, so retrying cannot help.
+	pgNumericOutOfRange = "22003"
 )
 
 func pgCode(err error) (code, constraint string) {
@@ -51,6 +54,8 @@ func classify(op string, err error) error {
 		return fmt.Errorf("%s: %w (%s): %w", op, ErrConflict, constraint, err)
 	case pgCheckViolation:
 		return fmt.Errorf("%s: %w (%s): %w", op, ErrInvalid, constraint, err)
+	case pgNumericOutOfRange:
+		return fmt.Errorf("%s: %w: a value or sum is out of range: %w", op, ErrInvalid, err)
 	case pgForeignKeyViolation:
 		switch constraint {
 		case "subscriptions_plan_slug_fkey":

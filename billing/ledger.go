@@ -25,32 +25,48 @@ type LedgerEntry struct {
 
 var kindRE = regexp.MustCompile(`^[a-z][a-z0-9_]{0,63}$`)
 
-// CreditBalance adds e.AmountMinor (> 0) to the tenant's balance.
-// applied is false when the same (tenant, kind, period start, note) was
-// already booked: a retried credit is absorbed, never booked twice.
+// MaxAmountMinor bounds one ledger movement: 10^15 minor units (ten
+// trillion in a two-decimal currency). Far beyond any real credit, it keeps
+// a balance's sum inside int64 for thousands of maximal entries, where an
+// unbounded one (math.MaxInt64) made every later sum overflow.
+const MaxAmountMinor int64 = 1_000_000_000_000_000
+
+// validateEntry checks the fields every ledger movement needs.
+func validateEntry(op string, e LedgerEntry) error {
+	switch {
+	case e.TenantID == "":
+		return invalid(op, "tenant is required")
+	case e.AmountMinor <= 0 || e.AmountMinor > MaxAmountMinor:
+		return invalid(op, "amount must be from 1 to %d, got %d", MaxAmountMinor, e.AmountMinor)
+	case !currencyRE.MatchString(e.Currency):
+		return invalid(op, "currency %q is not an upper-case ISO 4217 code", e.Currency)
+	case !kindRE.MatchString(e.Kind):
+		return invalid(op, "kind %q must match %s", e.Kind, kindRE)
+	case e.PeriodStart.IsZero():
+		return invalid(op, "period start is required")
+	}
+	return nil
+}
+
+// CreditBalance adds e.AmountMinor (1 to MaxAmountMinor) to the tenant's
+// balance. applied is false when the same (tenant, kind, period start,
+// note) was already booked: a retried credit is absorbed, never booked
+// twice.
 func (s *Store) CreditBalance(ctx context.Context, e LedgerEntry) (bool, error) {
 	return s.post(ctx, "credit balance", e, 1)
 }
 
-// DebitBalance takes e.AmountMinor (> 0) from the tenant's balance, with
-// the same duplicate absorption as CreditBalance. It does not check that
-// the balance covers it; callers that must refuse do so in their flow.
+// DebitBalance takes e.AmountMinor (1 to MaxAmountMinor) from the tenant's
+// balance, with the same duplicate absorption as CreditBalance. It does not
+// check that the balance covers it; callers that must refuse do so in their
+// flow.
 func (s *Store) DebitBalance(ctx context.Context, e LedgerEntry) (bool, error) {
 	return s.post(ctx, "debit balance", e, -1)
 }
 
 func (s *Store) post(ctx context.Context, op string, e LedgerEntry, sign int64) (bool, error) {
-	switch {
-	case e.TenantID == "":
-		return false, invalid(op, "tenant is required")
-	case e.AmountMinor <= 0:
-		return false, invalid(op, "amount must be positive, got %d", e.AmountMinor)
-	case !currencyRE.MatchString(e.Currency):
-		return false, invalid(op, "currency %q is not an upper-case ISO 4217 code", e.Currency)
-	case !kindRE.MatchString(e.Kind):
-		return false, invalid(op, "kind %q must match %s", e.Kind, kindRE)
-	case e.PeriodStart.IsZero():
-		return false, invalid(op, "period start is required")
+	if err := validateEntry(op, e); err != nil {
+		return false, err
 	}
 	// ON CONFLICT names the dedup constraint only: any other violation
 	// (unknown tenant) must still fail loudly.
@@ -72,7 +88,7 @@ func (s *Store) Balance(ctx context.Context, tenantID, currency string) (int64, 
 	err := s.pool.QueryRow(ctx, `SELECT COALESCE(sum(amount_minor), 0)::bigint FROM balance_ledger
 		WHERE tenant_id = $1 AND currency = $2`, tenantID, currency).Scan(&sum)
 	if err != nil {
-		return 0, fmt.Errorf("balance: %w", err)
+		return 0, classify("balance", err)
 	}
 	return sum, nil
 }

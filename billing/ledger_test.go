@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"math"
 	"testing"
 )
 
@@ -33,6 +34,8 @@ func TestLedger(t *testing.T) {
 		{"bad currency", false, entry(acme.ID, 5, "usd", "top_up", "z"), false, ErrInvalid},
 		{"bad kind", true, entry(acme.ID, 5, "USD", "Top Up", "z"), false, ErrInvalid},
 		{"no period", false, LedgerEntry{TenantID: acme.ID, AmountMinor: 5, Currency: "USD", Kind: "top_up"}, false, ErrInvalid},
+		{"credit above the bound", false, entry(acme.ID, MaxAmountMinor+1, "USD", "top_up", "big"), false, ErrInvalid},
+		{"debit above the bound", true, entry(acme.ID, math.MaxInt64, "USD", "top_up", "big"), false, ErrInvalid},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -71,5 +74,29 @@ func TestLedger(t *testing.T) {
 	}
 	if e := entries[2]; e.AmountMinor != -1613 || e.Note != "starter→builder" {
 		t.Fatalf("debit entry = %+v", e)
+	}
+}
+
+// TestLedgerSumOutOfRange: a ledger whose sum no longer fits in int64 (an
+// entry booked before amounts were bounded) is ErrInvalid, which callers
+// answer 4xx, not an unavailable store worth retrying.
+func TestLedgerSumOutOfRange(t *testing.T) {
+	s := newStore(t)
+	ctx := testCtx(t)
+	acme, _ := mustTenant(t, s, "Acme", "free")
+	if _, err := s.pool.Exec(ctx, `INSERT INTO balance_ledger (tenant_id, amount_minor, currency, kind, note, period_start)
+		VALUES ($1, $2, 'USD', 'top_up', 'old', $3), ($1, 1, 'USD', 'top_up', 'old 2', $3)`,
+		acme.ID, int64(math.MaxInt64), mayStart); err != nil {
+		t.Fatal(err)
+	}
+	e := LedgerEntry{TenantID: acme.ID, AmountMinor: 1, Currency: "USD", Kind: "admin_credit", PeriodStart: mayStart, Note: "n"}
+	if _, _, err := s.CreditBalanceAudited(ctx, e, "admin"); !errorsIs(err, ErrInvalid) {
+		t.Fatalf("credit on an overflowing ledger: %v, want ErrInvalid", err)
+	}
+	if got := count(t, s, `SELECT count(*) FROM balance_ledger WHERE tenant_id = $1`, acme.ID); got != 2 {
+		t.Fatalf("%d ledger rows after the refused credit, want 2", got)
+	}
+	if _, err := s.Balance(ctx, acme.ID, "USD"); !errorsIs(err, ErrInvalid) {
+		t.Fatalf("balance of an overflowing ledger: %v, want ErrInvalid", err)
 	}
 }
