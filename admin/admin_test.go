@@ -3,6 +3,7 @@ package admin_test
 import (
 	"context"
 	"errors"
+	"maps"
 	"strconv"
 	"strings"
 	"sync"
@@ -13,7 +14,9 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/tollgate/tollgate/billing"
+	"github.com/tollgate/tollgate/internal/redistest"
 	"github.com/tollgate/tollgate/tenant"
+	"github.com/tollgate/tollgate/usage"
 )
 
 func TestCreateGetAndChangePlan(t *testing.T) {
@@ -281,9 +284,10 @@ func TestSubscriptionExplicitPeriodSetsAnchor(t *testing.T) {
 		t.Fatalf("entitlements after calendar bounds: %v", ent)
 	}
 
-	// Canceled: no live subscription is left; the proxy sees the status.
+	// Canceled: no live subscription is left; the tenant is pay-as-you-go
+	// on the default plan, as if it never subscribed.
 	e.must(200, "PUT", path, `{"plan":"mini","status":"canceled","period_start":"2026-05-01T00:00:00Z","period_end":"2026-06-01T00:00:00Z"}`)
-	if ent := e.ent(id); ent["status"] != "canceled" {
+	if ent := e.ent(id); ent["plan"] != e.cfg.DefaultPlan || ent["status"] != "active" || ent["anchor"] != "0" {
 		t.Fatalf("entitlements after cancel: %v", ent)
 	}
 	got = e.must(200, "GET", "/admin/v1/tenants/"+id, "")
@@ -298,6 +302,77 @@ func TestSubscriptionExplicitPeriodSetsAnchor(t *testing.T) {
 	e.must(200, "PUT", path, `{"plan":"pro","period_start":"2026-05-20T00:00:00Z","period_end":"2026-06-20T00:00:00Z"}`)
 	if ent := e.ent(id); ent["plan"] != "pro" || ent["status"] != "active" {
 		t.Fatalf("entitlements after resubscribing: %v", ent)
+	}
+}
+
+// TestCanceledIsPayAsYouGoInBothPaths: a tenant whose subscription was
+// canceled is entitled to the default plan on calendar months, exactly as
+// one that never subscribed, and a restore after a Redis wipe writes the
+// same hashes the write-through wrote. The canceled pro tenant used to keep
+// pro's limits (with status canceled, which the proxy never reads) until a
+// wipe, and the default plan after one.
+func TestCanceledIsPayAsYouGoInBothPaths(t *testing.T) {
+	e := setup(t)
+	ctx := testCtx(t)
+	priv := redis.NewClient(&redis.Options{Addr: redistest.Private(t)})
+	t.Cleanup(func() { priv.Close() })
+	api, qs, srv := e.serve(priv)
+	must := func(want int, method, path, body string) obj {
+		t.Helper()
+		status, got := callAt(t, srv, method, path, bearer, body)
+		if status != want {
+			t.Fatalf("%s %s: %d %v, want %d", method, path, status, got, want)
+		}
+		return got
+	}
+	ent := func(id string) map[string]string {
+		t.Helper()
+		h, err := priv.HGetAll(ctx, "tg:{"+id+"}:ent").Result()
+		if err != nil || len(h) == 0 {
+			t.Fatalf("entitlements of %s: %v, %v", id, h, err)
+		}
+		return h
+	}
+
+	gone := str(must(201, "POST", "/admin/v1/tenants", `{"name":"Gone","plan":"pro"}`)["id"])
+	if got := ent(gone); got["plan"] != "pro" {
+		t.Fatalf("entitlements before cancel: %v", got)
+	}
+	// Anchored bounds: a kept anchor would show.
+	must(200, "PUT", "/admin/v1/tenants/"+gone+"/subscription",
+		`{"plan":"pro","status":"canceled","period_start":"2026-03-10T08:00:00Z","period_end":"2026-04-10T08:00:00Z"}`)
+	walkIn, _, err := e.db.CreateTenant(ctx, "Walk-in", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := api.SyncTenant(ctx, walkIn.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	written := map[string]map[string]string{gone: ent(gone), walkIn.ID: ent(walkIn.ID)}
+	def := e.cfg.PlanBySlug[e.cfg.DefaultPlan]
+	want := map[string]string{"plan": def.Slug, "plan_name": def.Name, "status": "active", "anchor": "0",
+		"l:messages": strconv.FormatInt(def.Limits[e.cfg.FeatureByName["messages"].Index], 10), "f:integrations": "0"}
+	for k, v := range want {
+		if written[gone][k] != v {
+			t.Fatalf("canceled tenant's entitlements: %v, want %s=%s as the default plan's", written[gone], k, v)
+		}
+	}
+	if !maps.Equal(written[gone], written[walkIn.ID]) {
+		t.Fatalf("canceled tenant %v, never subscribed %v: want the same", written[gone], written[walkIn.ID])
+	}
+
+	// Redis wiped (the test's own) and restored from PostgreSQL.
+	if err := priv.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	if restored, _, err := usage.NewRestorer(priv, e.db, qs, e.cfg).RestoreIfNeeded(ctx); err != nil || !restored {
+		t.Fatalf("restore: %v, %v", restored, err)
+	}
+	for id, w := range written {
+		if got := ent(id); !maps.Equal(got, w) {
+			t.Fatalf("%s restored as %v, written through as %v", id, got, w)
+		}
 	}
 }
 

@@ -24,7 +24,10 @@
 //
 // A tenant's "status" is its live subscription's, "canceled" when only
 // canceled ones remain, "none" when it never subscribed; "plan" is null
-// without a live subscription.
+// without a live subscription. What the proxies enforce follows the live
+// subscription only: without one (never subscribed, or canceled) the
+// tenant is pay-as-you-go and gets the default plan, active, on calendar
+// months, the same entitlement a restore of Redis writes.
 //
 // Credits are idempotent: the note identifies a credit within the tenant's
 // current billing period (the ledger's unique (tenant, kind, period, note)),

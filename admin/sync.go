@@ -70,14 +70,17 @@ func (a *API) sync(ctx context.Context, id string, invalidate bool) error {
 // apiKeyKey is the proxy's key lookup: tg:apikey:<sha256 hex> → tenant id.
 func apiKeyKey(hash string) string { return "tg:apikey:" + hash }
 
-// entitlement builds the tenant's quota entitlement from its live (or
-// latest canceled) subscription and that plan's row. A tenant that never
-// subscribed gets the default plan, active, on calendar months, so it is
-// known to the proxy rather than rejected as unknown.
+// entitlement builds the tenant's quota entitlement from its live
+// subscription and that plan's row. A tenant without one is pay-as-you-go,
+// whether it never subscribed or its subscription was canceled: it gets the
+// default plan's row, active, on calendar months, so it is known to the
+// proxy rather than rejected as unknown, and a canceled plan's limits do
+// not outlive it (the proxy enforces limits, never the status). The
+// restorer (billing.Store.RestoreTenants) builds the same.
 func (a *API) entitlement(ctx context.Context, id string) (quota.Entitlement, error) {
 	e := quota.Entitlement{TenantID: id, Status: billing.StatusActive}
 	slug := a.cfg.DefaultPlan
-	sub, err := a.db.LatestSubscription(ctx, id)
+	sub, err := a.db.GetSubscription(ctx, id)
 	switch {
 	case err == nil:
 		slug, e.Status, e.Anchor = sub.Plan, sub.Status, anchor(sub.PeriodStart, sub.PeriodEnd)

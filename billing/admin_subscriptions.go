@@ -19,8 +19,9 @@ const (
 )
 
 // LatestSubscription returns the tenant's live subscription or, when it has
-// none, its most recent canceled one: what the proxy's entitlements are
-// built from. A tenant that never subscribed is ErrNoSubscription; an
+// none, its most recent canceled one, for showing the tenant's history
+// (entitlements follow GetSubscription: a canceled tenant is
+// pay-as-you-go). A tenant that never subscribed is ErrNoSubscription; an
 // unknown tenant is ErrTenantNotFound.
 func (s *Store) LatestSubscription(ctx context.Context, tenantID string) (Subscription, error) {
 	const op = "latest subscription"

@@ -248,17 +248,19 @@ func (s *Store) CurrentEpoch(ctx context.Context) (int64, error) {
 	return epoch, nil
 }
 
-// RestoreTenants returns every tenant with its live subscription's plan
-// terms, status and period start (the anchor); tenants without one have an
-// empty plan.
-func (s *Store) RestoreTenants(ctx context.Context) ([]usage.TenantState, error) {
+// RestoreTenants returns every tenant with the plan it is entitled to:
+// its live subscription's plan terms, status and period start (the
+// anchor), or, without a live subscription (pay-as-you-go, or only canceled
+// ones), defaultPlan's terms, active, on calendar months (anchor 0) — what
+// the admin API writes through for such a tenant.
+func (s *Store) RestoreTenants(ctx context.Context, defaultPlan string) ([]usage.TenantState, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT t.id, COALESCE(s.plan_slug, ''), COALESCE(p.name, ''), COALESCE(s.status, ''), s.period_start,
+		SELECT t.id, COALESCE(s.plan_slug, $1), COALESCE(p.name, ''), COALESCE(s.status, $2), s.period_start,
 			COALESCE(p.limits, '{}'), COALESCE(p.flags, '{}')
 		FROM tenants t
 		LEFT JOIN subscriptions s ON s.tenant_id = t.id AND s.status <> 'canceled'
-		LEFT JOIN plans p ON p.slug = s.plan_slug
-		ORDER BY t.id`)
+		LEFT JOIN plans p ON p.slug = COALESCE(s.plan_slug, $1)
+		ORDER BY t.id`, defaultPlan, StatusActive)
 	if err != nil {
 		return nil, fmt.Errorf("restore tenants: %w", err)
 	}

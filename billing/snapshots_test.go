@@ -198,7 +198,12 @@ func TestRestoreSources(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	ts, err := s.RestoreTenants(ctx)
+	gone, _ := mustTenant(t, s, "Gone", "pro")
+	if _, err := s.pool.Exec(ctx, `UPDATE subscriptions SET status = 'canceled' WHERE tenant_id = $1`, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+
+	ts, err := s.RestoreTenants(ctx, "free")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -212,8 +217,13 @@ func TestRestoreSources(t *testing.T) {
 		got.Limits["messages"] != 2500 || !got.Flags["integrations"] {
 		t.Fatalf("restored tenant = %+v", got)
 	}
-	if p := byID[payg.ID]; p.PlanSlug != "" || p.Anchor != 0 {
-		t.Fatalf("pay-as-you-go tenant = %+v", p)
+	// Without a live subscription, never subscribed or canceled: the
+	// default plan as stored, active, on calendar months.
+	for _, id := range []string{payg.ID, gone.ID} {
+		if p := byID[id]; p.PlanSlug != "free" || p.PlanName != "Free" || p.Status != StatusActive || p.Anchor != 0 ||
+			p.Limits["messages"] != 250 || p.Flags["integrations"] {
+			t.Fatalf("tenant without a live subscription = %+v", p)
+		}
 	}
 
 	keys, err := s.RestoreKeys(ctx)

@@ -18,13 +18,16 @@ import (
 // TenantState is what PostgreSQL knows of a tenant's entitlement.
 type TenantState struct {
 	TenantID string
-	// PlanSlug is the live subscription's plan; "" for a tenant without
-	// one (pay-as-you-go), which gets the configuration's default plan.
+	// PlanSlug is the plan the tenant is entitled to: its live
+	// subscription's, or the default plan's for a tenant without one
+	// (pay-as-you-go, whether it never subscribed or canceled). "" means
+	// the configuration's default plan as the file has it.
 	PlanSlug string
 	PlanName string
 	Status   string
 	// Anchor is the live subscription's period start (unix seconds), the
-	// anchor of its monthly periods; 0 for calendar months.
+	// anchor of its monthly periods; 0 for calendar months (and for a
+	// tenant without a live subscription).
 	Anchor int64
 	Limits map[string]int64 // the stored plan's limits by feature
 	Flags  map[string]bool  // the stored plan's flags by feature
@@ -51,7 +54,9 @@ type RestoreSource interface {
 	CompleteEpoch(ctx context.Context, epoch int64) error
 	// CurrentEpoch is the database's latest epoch (0 before the first).
 	CurrentEpoch(ctx context.Context) (int64, error)
-	RestoreTenants(ctx context.Context) ([]TenantState, error)
+	// RestoreTenants returns every tenant's entitlement, a tenant without
+	// a live subscription on defaultPlan (active, anchor 0).
+	RestoreTenants(ctx context.Context, defaultPlan string) ([]TenantState, error)
 	RestoreKeys(ctx context.Context) ([]KeyHash, error)
 	// RestoreUsage returns the metered counts of periods not ended at now
 	// and every gauge.
@@ -213,7 +218,7 @@ type restoreCounts struct{ tenants, keys, counters int }
 // is simply run again under the same epoch.
 func (r *Restorer) restore(ctx context.Context, epoch int64) (restoreCounts, error) {
 	var n restoreCounts
-	tenants, err := r.src.RestoreTenants(ctx)
+	tenants, err := r.src.RestoreTenants(ctx, r.cfg.DefaultPlan)
 	if err != nil {
 		return n, err
 	}
@@ -255,10 +260,10 @@ func (r *Restorer) restore(ctx context.Context, epoch int64) (restoreCounts, err
 	return n, err
 }
 
-// entitlement builds the tenant's quota entitlement. A subscribed tenant
-// gets its stored plan's terms, so an admin's edit of a plan in the
-// database wins over the file (a feature the stored plan lacks takes the
-// file's value); a tenant without a subscription gets the default plan.
+// entitlement builds the tenant's quota entitlement from its stored plan's
+// terms, so an admin's edit of a plan in the database wins over the file (a
+// feature the stored plan lacks takes the file's value), as the admin API's
+// write-through does; a state without a plan gets the file's default plan.
 func (r *Restorer) entitlement(t TenantState) (quota.Entitlement, bool) {
 	if t.PlanSlug == "" {
 		cp := r.cfg.PlanBySlug[r.cfg.DefaultPlan]
