@@ -308,7 +308,7 @@ func TestSubscriptionExplicitPeriodSetsAnchor(t *testing.T) {
 // TestCanceledIsPayAsYouGoInBothPaths: a tenant whose subscription was
 // canceled is entitled to the default plan on calendar months, exactly as
 // one that never subscribed, and a restore after a Redis wipe writes the
-// same hashes the write-through wrote. The canceled pro tenant used to keep
+// same hashes the write-through wrote, for live tenants too. The canceled pro tenant used to keep
 // pro's limits (with status canceled, which the proxy never reads) until a
 // wipe, and the default plan after one.
 func TestCanceledIsPayAsYouGoInBothPaths(t *testing.T) {
@@ -349,7 +349,16 @@ func TestCanceledIsPayAsYouGoInBothPaths(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	written := map[string]map[string]string{gone: ent(gone), walkIn.ID: ent(walkIn.ID)}
+	// Live ones restore as written too: on calendar months and anchored.
+	live := str(must(201, "POST", "/admin/v1/tenants", `{"name":"Live","plan":"mini"}`)["id"])
+	anchored := str(must(201, "POST", "/admin/v1/tenants", `{"name":"Anchored","plan":"free"}`)["id"])
+	must(200, "PUT", "/admin/v1/tenants/"+anchored+"/subscription",
+		`{"plan":"pro","status":"trialing","period_start":"2026-03-10T08:00:00Z","period_end":"2026-04-10T08:00:00Z"}`)
+
+	written := map[string]map[string]string{gone: ent(gone), walkIn.ID: ent(walkIn.ID), live: ent(live), anchored: ent(anchored)}
+	if written[live]["anchor"] != "0" || written[anchored]["anchor"] == "0" || written[anchored]["status"] != "trialing" {
+		t.Fatalf("live tenants written through as %v and %v", written[live], written[anchored])
+	}
 	def := e.cfg.PlanBySlug[e.cfg.DefaultPlan]
 	want := map[string]string{"plan": def.Slug, "plan_name": def.Name, "status": "active", "anchor": "0",
 		"l:messages": strconv.FormatInt(def.Limits[e.cfg.FeatureByName["messages"].Index], 10), "f:integrations": "0"}

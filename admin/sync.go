@@ -83,7 +83,7 @@ func (a *API) entitlement(ctx context.Context, id string) (quota.Entitlement, er
 	sub, err := a.db.GetSubscription(ctx, id)
 	switch {
 	case err == nil:
-		slug, e.Status, e.Anchor = sub.Plan, sub.Status, anchor(sub.PeriodStart, sub.PeriodEnd)
+		slug, e.Status, e.Anchor = sub.Plan, sub.Status, quota.Anchor(sub.PeriodStart, sub.PeriodEnd)
 	case !errors.Is(err, billing.ErrNoSubscription):
 		return quota.Entitlement{}, fmt.Errorf("entitlement %s: %w", id, err)
 	}
@@ -94,10 +94,6 @@ func (a *API) entitlement(ctx context.Context, id string) (quota.Entitlement, er
 	e.Plan = a.configPlan(p)
 	return e, nil
 }
-
-// anchor is the quota period anchor of a subscription period, by the rule
-// the account API's PostgreSQL fallback shares (quota.Anchor).
-func anchor(start, end time.Time) int64 { return quota.Anchor(start, end) }
 
 // configPlan turns a stored plan into the indexed form the quota store
 // reads. A feature the row lacks (configured after an admin edited the plan)

@@ -10,6 +10,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/tollgate/tollgate/quota"
 	"github.com/tollgate/tollgate/usage"
 )
 
@@ -249,14 +250,14 @@ func (s *Store) CurrentEpoch(ctx context.Context) (int64, error) {
 }
 
 // RestoreTenants returns every tenant with the plan it is entitled to:
-// its live subscription's plan terms, status and period start (the
-// anchor), or, without a live subscription (pay-as-you-go, or only canceled
+// its live subscription's plan terms, status and period anchor
+// (quota.Anchor), or, without a live subscription (pay-as-you-go, or only canceled
 // ones), defaultPlan's terms, active, on calendar months (anchor 0) — what
 // the admin API writes through for such a tenant.
 func (s *Store) RestoreTenants(ctx context.Context, defaultPlan string) ([]usage.TenantState, error) {
 	rows, err := s.pool.Query(ctx, `
 		SELECT t.id, COALESCE(s.plan_slug, $1), COALESCE(p.name, ''), COALESCE(s.status, $2), s.period_start,
-			COALESCE(p.limits, '{}'), COALESCE(p.flags, '{}')
+			s.period_end, COALESCE(p.limits, '{}'), COALESCE(p.flags, '{}')
 		FROM tenants t
 		LEFT JOIN subscriptions s ON s.tenant_id = t.id AND s.status <> 'canceled'
 		LEFT JOIN plans p ON p.slug = COALESCE(s.plan_slug, $1)
@@ -266,12 +267,12 @@ func (s *Store) RestoreTenants(ctx context.Context, defaultPlan string) ([]usage
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (usage.TenantState, error) {
 		var t usage.TenantState
-		var start *time.Time
-		if err := r.Scan(&t.TenantID, &t.PlanSlug, &t.PlanName, &t.Status, &start, &t.Limits, &t.Flags); err != nil {
+		var start, end *time.Time
+		if err := r.Scan(&t.TenantID, &t.PlanSlug, &t.PlanName, &t.Status, &start, &end, &t.Limits, &t.Flags); err != nil {
 			return t, err
 		}
-		if start != nil {
-			t.Anchor = start.Unix()
+		if start != nil && end != nil {
+			t.Anchor = quota.Anchor(*start, *end)
 		}
 		return t, nil
 	})

@@ -26,8 +26,9 @@ type TenantState struct {
 	PlanName string
 	Status   string
 	// Anchor is the live subscription's period start (unix seconds), the
-	// anchor of its monthly periods; 0 for calendar months (and for a
-	// tenant without a live subscription).
+	// anchor of its monthly periods; 0 for calendar months: a period of
+	// exactly one calendar month, and a tenant without a live
+	// subscription.
 	Anchor int64
 	Limits map[string]int64 // the stored plan's limits by feature
 	Flags  map[string]bool  // the stored plan's flags by feature
