@@ -39,6 +39,13 @@ type API struct {
 	mu      sync.Mutex
 	pending map[string]uint64
 	seq     uint64
+	// refresh is the plans' write-through under way (RefreshPlans), nil
+	// when none; refreshGen counts RefreshPlans calls, so Run can tell its
+	// refresh was replaced. Both under mu.
+	refresh    *planRefresh
+	refreshGen uint64
+	// wake starts Run's next round at once (a new refresh).
+	wake chan struct{}
 
 	// tenantLocks serialise the Redis side of one tenant's changes (see
 	// lockTenant).
@@ -65,13 +72,13 @@ const actor = "admin"
 // synced) and the Redis the proxies read (rdb for API key hashes and
 // invalidations, ents for entitlements and gauges). An empty admin token
 // disables it: every call answers 401. Start Run to retry write-throughs
-// that failed while Redis was down.
+// that failed while Redis was down and to carry out RefreshPlans.
 func New(cfg *config.Config, db *billing.Store, rdb redis.UniversalClient, ents Entitlements, log *zap.Logger) *API {
 	if log == nil {
 		log = zap.NewNop()
 	}
 	return &API{cfg: cfg, db: db, rdb: rdb, ents: ents, log: log, token: []byte(cfg.Admin.Token), now: time.Now,
-		pending: map[string]uint64{}}
+		pending: map[string]uint64{}, wake: make(chan struct{}, 1)}
 }
 
 // Register adds the admin routes to mux.

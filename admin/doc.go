@@ -4,7 +4,9 @@
 // request (entitlements built from the plan row, API key hashes), so the
 // proxies enforce it on the next request. When Redis fails after the commit
 // the change is kept, the caller gets 503 store_unavailable saying so, and
-// Run writes the tenant through once Redis answers again.
+// Run writes the tenant through once Redis answers again. When a plan's
+// terms change (a start updating it from the file), RefreshPlans has Run
+// write through every tenant entitled to it, in the background.
 //
 // Every call needs "Authorization: Bearer <admin token>". Errors are
 // {"error","message"}.

@@ -145,7 +145,9 @@ const retryInterval = time.Second
 
 // Run retries, every second, the write-throughs that failed because Redis
 // (or PostgreSQL) was unreachable, until ctx ends. A tenant that no longer
-// exists is dropped; any other failure keeps it queued.
+// exists is dropped; any other failure keeps it queued. Between retries it
+// works through the tenants of plans passed to RefreshPlans, for up to a
+// second at a time.
 func (a *API) Run(ctx context.Context) {
 	t := time.NewTicker(retryInterval)
 	defer t.Stop()
@@ -155,7 +157,9 @@ func (a *API) Run(ctx context.Context) {
 			return
 		case <-t.C:
 			a.retryPending(ctx)
+		case <-a.wake:
 		}
+		a.refreshPlans(ctx, retryInterval)
 	}
 }
 

@@ -45,3 +45,25 @@ func (s *Store) ListTenantStatuses(ctx context.Context, limit int, after string)
 	}
 	return out, nil
 }
+
+// TenantsOnPlans returns, in id order after the id after, up to limit
+// (default 500, at most 5000) ids of the tenants entitled to one of plans:
+// those whose live subscription is on one and, when withoutSubscription is
+// set (the default plan is among them), those without a live subscription.
+// Pass the last id of a page to get the next one.
+func (s *Store) TenantsOnPlans(ctx context.Context, plans []string, withoutSubscription bool, after string, limit int) ([]string, error) {
+	const op = "tenants on plans"
+	rows, err := s.pool.Query(ctx, `
+		SELECT t.id FROM tenants t
+		LEFT JOIN subscriptions s ON s.tenant_id = t.id AND s.status <> 'canceled'
+		WHERE t.id > $1 AND (s.plan_slug = ANY($2) OR ($3 AND s.id IS NULL))
+		ORDER BY t.id LIMIT $4`, after, plans, withoutSubscription, clampLimit(limit, 500, 5000))
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", op, err)
+	}
+	return ids, nil
+}

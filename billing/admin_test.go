@@ -1,6 +1,7 @@
 package billing
 
 import (
+	"slices"
 	"testing"
 	"time"
 
@@ -155,5 +156,48 @@ func TestListTenantStatuses(t *testing.T) {
 	}
 	if page, err := s.ListTenantStatuses(ctx, 1, got[0].ID); err != nil || len(page) != 1 || page[0].ID != got[1].ID {
 		t.Fatalf("second page = %v, %v", page, err)
+	}
+}
+
+func TestTenantsOnPlans(t *testing.T) {
+	s := newStore(t)
+	ctx := testCtx(t)
+	free, _ := mustTenant(t, s, "Free", "free")
+	mini, _ := mustTenant(t, s, "Mini", "mini")
+	mustTenant(t, s, "Pro", "pro")
+	payg, _ := mustTenant(t, s, "Payg", "")
+	gone, _ := mustTenant(t, s, "Gone", "mini")
+	if _, err := s.pool.Exec(ctx, `UPDATE subscriptions SET status = 'canceled' WHERE tenant_id = $1`, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	sorted := func(ids ...string) []string { slices.Sort(ids); return ids }
+	tests := []struct {
+		plans   []string
+		without bool
+		want    []string
+	}{
+		{[]string{"mini"}, false, []string{mini.ID}},
+		{[]string{"free"}, true, sorted(free.ID, payg.ID, gone.ID)},
+		{[]string{"free", "mini"}, false, sorted(free.ID, mini.ID)},
+		{nil, true, sorted(payg.ID, gone.ID)},
+		{[]string{"legacy"}, false, nil},
+	}
+	for _, tt := range tests {
+		var got []string
+		after := ""
+		for range 10 { // pages of one
+			page, err := s.TenantsOnPlans(ctx, tt.plans, tt.without, after, 1)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(page) == 0 {
+				break
+			}
+			got = append(got, page...)
+			after = page[len(page)-1]
+		}
+		if !slices.Equal(got, tt.want) {
+			t.Errorf("plans %v, without a subscription %v: %v, want %v", tt.plans, tt.without, got, tt.want)
+		}
 	}
 }

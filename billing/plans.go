@@ -71,8 +71,11 @@ func PlanFromConfig(p *config.Plan, features []*config.Feature) (Plan, error) {
 // SyncResult says what SyncPlans did to each configured plan.
 type SyncResult struct {
 	Inserted []string // new in the database
-	Updated  []string // configuration-owned and changed in the file
-	Kept     []string // edited by an admin: the database wins
+	// Updated: configuration-owned and changed in the file. Their tenants'
+	// entitlements in Redis still hold the old terms until written
+	// through (admin.API.RefreshPlans).
+	Updated []string
+	Kept    []string // edited by an admin: the database wins
 }
 
 // SyncPlans writes the configured plans to the database. A plan the
@@ -212,6 +215,9 @@ type PlanUpdate struct {
 
 // UpdatePlan applies an admin's edit and marks the plan admin-owned, so
 // later SyncPlans calls keep it (see SyncPlans). It writes an audit row.
+// The proxies' entitlements are copies of a plan's terms: a caller must
+// have the plan's tenants written through (admin.API.RefreshPlans) for the
+// edit to be enforced.
 func (s *Store) UpdatePlan(ctx context.Context, slug string, u PlanUpdate, actor string) (Plan, error) {
 	const op = "update plan"
 	var out Plan

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"io"
 	"net"
 	"net/http"
@@ -14,6 +15,7 @@ import (
 
 	"github.com/tollgate/tollgate/billing/billingtest"
 	"github.com/tollgate/tollgate/internal/redistest"
+	"github.com/tollgate/tollgate/tenant"
 )
 
 func freeAddr(t *testing.T) string {
@@ -198,4 +200,89 @@ func TestBillingRunsTheAPIAlone(t *testing.T) {
 	case <-time.After(15 * time.Second):
 		t.Fatal("billing did not stop within 15 s")
 	}
+}
+
+// TestServeWritesThroughPlansChangedInTheFile: a limit changed in the
+// YAML reaches the Redis entitlements of the plan's existing tenants when
+// `tollgate serve` starts on the changed file, not only the plan row.
+func TestServeWritesThroughPlansChangedInTheFile(t *testing.T) {
+	proxyAddr, apiAddr := freeAddr(t), freeAddr(t)
+	t.Setenv("TOLLGATE_UPSTREAM_URL", "http://"+freeAddr(t))
+	t.Setenv("TOLLGATE_LISTEN", proxyAddr)
+	t.Setenv("TOLLGATE_API_LISTEN", apiAddr)
+	rdb := redistest.NewClient(t)
+	t.Setenv("TOLLGATE_REDIS_URL", redistest.URL())
+	t.Setenv("TOLLGATE_ADMIN_TOKEN", "t0ken")
+	t.Setenv("TOLLGATE_DATABASE_URL", billingtest.NewSchema(t))
+
+	const example = "../../examples/pingback/tollgate.yaml"
+	data, err := os.ReadFile(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	changed := bytes.Replace(data, []byte("limits: {messages: 2500,"), []byte("limits: {messages: 3000,"), 1)
+	if bytes.Equal(changed, data) {
+		t.Fatal("the example no longer gives mini 2500 messages")
+	}
+	changedPath := filepath.Join(t.TempDir(), "tollgate.yaml")
+	if err := os.WriteFile(changedPath, changed, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	serveUntil := func(path string, during func()) {
+		t.Helper()
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() { done <- run(ctx, []string{"serve", "--config", path}, io.Discard, io.Discard) }()
+		waitHealthy(t, "http://"+apiAddr+"/healthz")
+		during()
+		cancel()
+		select {
+		case err := <-done:
+			if err != nil {
+				t.Fatalf("serve returned %v after shutdown", err)
+			}
+		case <-time.After(15 * time.Second):
+			t.Fatal("serve did not stop within 15 s")
+		}
+	}
+	limit := func(id string) string {
+		return rdb.HGet(context.Background(), "tg:{"+id+"}:ent", "l:messages").Val()
+	}
+
+	var id string
+	serveUntil(example, func() {
+		req, _ := http.NewRequest("POST", "http://"+apiAddr+"/admin/v1/tenants", strings.NewReader(`{"name":"Acme","plan":"mini"}`))
+		req.Header.Set("Authorization", "Bearer t0ken")
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out struct {
+			ID     string `json:"id"`
+			APIKey string `json:"api_key"`
+		}
+		err = json.NewDecoder(resp.Body).Decode(&out)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusCreated {
+			t.Fatalf("create tenant: %d, %v", resp.StatusCode, err)
+		}
+		id = out.ID
+		t.Cleanup(func() {
+			rdb.Del(context.Background(), "tg:{"+id+"}:ent", "tg:apikey:"+tenant.HashKey(out.APIKey))
+		})
+		if got := limit(id); got != "2500" {
+			t.Fatalf("messages limit on the example's mini: %q", got)
+		}
+	})
+	serveUntil(changedPath, func() {
+		deadline := time.Now().Add(10 * time.Second)
+		for limit(id) != "3000" {
+			if time.Now().After(deadline) {
+				t.Fatalf("messages limit after a start on the changed file: %q, want 3000", limit(id))
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
 }

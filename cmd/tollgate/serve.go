@@ -144,7 +144,7 @@ func runServer(ctx context.Context, cfg *config.Config, logOut io.Writer, run co
 	}
 	cancel()
 
-	db, err := openBilling(ctx, cfg, log)
+	db, plans, err := openBilling(ctx, cfg, log)
 	if err != nil {
 		return err
 	}
@@ -169,6 +169,9 @@ func runServer(ctx context.Context, cfg *config.Config, logOut io.Writer, run co
 	})
 	adminAPI := admin.New(cfg, db, rdb, store, log)
 	adminAPI.Register(mux)
+	// Entitlements in Redis copy their plan's terms: the tenants of a plan
+	// the file changed are written through again, in the background.
+	adminAPI.RefreshPlans(plans.Updated...)
 	go adminAPI.Run(bg)
 	mux.Handle("POST "+usage.IngestPath, usage.NewIngest(db, cfg.Admin.Token, usage.WithIngestLogger(log)))
 	restorer := usage.NewRestorer(rdb, db, store, cfg, usage.WithRestorerLogger(log))
@@ -270,19 +273,23 @@ func bindListeners(cfg *config.Config, run components, lns *workerListeners) (pr
 }
 
 // openBilling connects to PostgreSQL, applies the embedded migrations and
-// seeds plans from the configuration. PostgreSQL must answer at start
-// (retried for a while, for containers starting together); afterwards an
-// outage only turns the API's answers into 503s while the proxy keeps
-// enforcing from Redis.
-func openBilling(ctx context.Context, cfg *config.Config, log *zap.Logger) (*billing.Store, error) {
+// seeds plans from the configuration, returning what the seeding did.
+// PostgreSQL must answer at start (retried for a while, for containers
+// starting together); afterwards an outage only turns the API's answers
+// into 503s while the proxy keeps enforcing from Redis.
+func openBilling(ctx context.Context, cfg *config.Config, log *zap.Logger) (*billing.Store, billing.SyncResult, error) {
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		db, err := tryOpenBilling(ctx, cfg)
+		db, res, err := tryOpenBilling(ctx, cfg)
 		if err == nil {
-			return db, nil
+			if len(res.Inserted)+len(res.Updated)+len(res.Kept) > 0 {
+				log.Info("plans synced from the configuration", zap.Strings("inserted", res.Inserted),
+					zap.Strings("updated", res.Updated), zap.Strings("kept_admin_edits", res.Kept))
+			}
+			return db, res, nil
 		}
 		if time.Now().After(deadline) || ctx.Err() != nil {
-			return nil, fmt.Errorf("billing database: %w", err)
+			return nil, billing.SyncResult{}, fmt.Errorf("billing database: %w", err)
 		}
 		log.Warn("billing database not ready; retrying", zap.Error(err))
 		select {
@@ -292,21 +299,22 @@ func openBilling(ctx context.Context, cfg *config.Config, log *zap.Logger) (*bil
 	}
 }
 
-func tryOpenBilling(ctx context.Context, cfg *config.Config) (*billing.Store, error) {
+func tryOpenBilling(ctx context.Context, cfg *config.Config) (*billing.Store, billing.SyncResult, error) {
 	pool, err := billing.Connect(ctx, cfg.Database.URL)
 	if err != nil {
-		return nil, err
+		return nil, billing.SyncResult{}, err
 	}
 	if err := billing.Migrate(ctx, pool); err != nil {
 		pool.Close()
-		return nil, err
+		return nil, billing.SyncResult{}, err
 	}
 	db := billing.New(pool)
-	if _, err := db.SyncPlans(ctx, cfg.Plans, cfg.Features); err != nil {
+	res, err := db.SyncPlans(ctx, cfg.Plans, cfg.Features)
+	if err != nil {
 		pool.Close()
-		return nil, err
+		return nil, billing.SyncResult{}, err
 	}
-	return db, nil
+	return db, res, nil
 }
 
 func demoServe(ctx context.Context, addr string, logOut io.Writer) error {
