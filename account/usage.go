@@ -34,7 +34,7 @@ type flagJSON struct {
 }
 
 type usageJSON struct {
-	Plan        *string `json:"plan"` // null: pay-as-you-go
+	Plan        *string `json:"plan"` // the enforced plan: default_plan without a live subscription
 	PeriodStart string  `json:"period_start"`
 	PeriodEnd   string  `json:"period_end"`
 	Source      string  `json:"source"`
@@ -44,7 +44,7 @@ type usageJSON struct {
 // terms are a tenant's limits and flags for one period, whichever store
 // they came from.
 type terms struct {
-	plan       string // "" for pay-as-you-go
+	plan       string // the enforced plan's slug
 	start, end time.Time
 	source     string
 	used       map[string]int64
@@ -127,24 +127,29 @@ func (a *API) liveTerms(ctx context.Context, tenantID string) (terms, bool) {
 // PostgreSQL: the period's metered counters and the gauges. The period is
 // the one the proxy counts in and the flush stores rows under: monthly from
 // the live subscription's anchor (quota.Anchor, as the admin API writes it
-// through), or calendar months without a live subscription.
+// through), or calendar months on the default plan without a live
+// subscription.
 func (a *API) flushedTerms(r *http.Request, tn billing.Tenant) (terms, *apiError) {
 	ctx, cancel := a.storeCtx(r)
 	defer cancel()
 	t := terms{source: sourcePostgres}
+	// Without a live subscription (never subscribed, or canceled) the
+	// proxy enforces the default plan on calendar months, as the admin API
+	// writes it through: the answer shows what is enforced.
 	var anchor int64
-	var plan billing.Plan
+	t.plan = a.cfg.DefaultPlan
 	sub, err := a.store.GetSubscription(ctx, tn.ID)
 	switch {
 	case err == nil:
 		t.plan, anchor = sub.Plan, quota.Anchor(sub.PeriodStart, sub.PeriodEnd)
-		if plan, err = a.store.GetPlan(ctx, sub.Plan); err != nil {
-			return t, a.storeError("get plan", err)
-		}
 	case errors.Is(err, billing.ErrTenantNotFound):
 		return t, errTenantNotFound
 	case !errors.Is(err, billing.ErrNoSubscription):
 		return t, a.storeError("get subscription", err)
+	}
+	plan, err := a.store.GetPlan(ctx, t.plan)
+	if err != nil {
+		return t, a.storeError("get plan", err)
 	}
 	t.start, t.end = quota.Period(anchor, a.now())
 	// The flush stores metered counters per period and gauges, which live
