@@ -38,7 +38,16 @@ var (
 // Script reply codes beyond the Outcome values.
 const (
 	codeAnchorMismatch = 7
-	codeMalformed      = 8 // extra: 1 the anchor, 2 the counter
+	codeMalformed      = 8 // extra: what is malformed, one of the malformed* values
+)
+
+// What a codeMalformed reply found not to be what Tollgate writes (its
+// extra, at index 4 of a reserve reply).
+const (
+	malformedScript      = 0 // reserve raised an error; its text follows (reserve_batch.lua)
+	malformedAnchor      = 1 // the entitlement's billing anchor
+	malformedCounter     = 2 // the counter: not an integer, or a key of another type
+	malformedEntitlement = 4 // the entitlement key is no hash
 )
 
 // maxAnchorRetries bounds how often one Reserve follows anchor changes; more
@@ -215,15 +224,39 @@ func (s *Store) apply(c *Check, d *Decision, res []int64, amount int64) (int64, 
 		}
 		s.anchors.Store(c.TenantID, res[4])
 	case codeMalformed:
-		what := "counter " + d.key
-		if replyInt(res, 4) == 1 {
-			what = "billing anchor of tenant " + c.TenantID
-		}
-		return 0, fmt.Errorf("malformed %s in Redis", what)
+		return 0, malformedError(replyInt(res, 4), c.TenantID, d.key, res)
 	default:
 		return 0, fmt.Errorf("unexpected script reply code %d", code)
 	}
 	return code, nil
+}
+
+// malformedError names what a codeMalformed reply with extra what found:
+// key is the request's counter, res the reply (whose text follows a
+// script error's extra).
+func malformedError(what int64, tenant, key string, res []int64) error {
+	switch what {
+	case malformedScript:
+		return fmt.Errorf("reserve script failed for tenant %q: %s", tenant, replyText(res, 5))
+	case malformedAnchor:
+		return fmt.Errorf("malformed billing anchor of tenant %s in Redis", tenant)
+	case malformedEntitlement:
+		return fmt.Errorf("malformed entitlement of tenant %s in Redis: not a hash", tenant)
+	}
+	return fmt.Errorf("malformed counter %s in Redis", key)
+}
+
+// replyText decodes the text a reply carries from index i on, one byte per
+// integer.
+func replyText(res []int64, i int) string {
+	if i >= len(res) {
+		return ""
+	}
+	b := make([]byte, 0, len(res)-i)
+	for _, v := range res[i:] {
+		b = append(b, byte(v))
+	}
+	return string(b)
 }
 
 // planName decodes the plan's display name that over-limit and locked

@@ -21,7 +21,8 @@
 -- are Go's Outcome values: 1 admitted, 2 over limit (extra 0), 3 locked
 -- (extra: 0-based flag index), 4 unknown tenant, 7 anchor mismatch (extra:
 -- the real anchor), 8 a value in Redis that is not what Tollgate writes
--- (extra: 1 the anchor, 2 the counter). Over limit and locked append the
+-- (extra: 1 the anchor, 2 the counter, 4 the entitlement, which is no
+-- hash; reserve_batch.lua adds 0, see there). Over limit and locked append the
 -- plan's display name as one integer per byte (its first 255 bytes;
 -- string.byte's results expand in place at the end of a table
 -- constructor).
@@ -60,11 +61,18 @@ end
 local function reserve(keys, argv, count)
   local same = count - 1
   local ent = keys[1]
-  local h = redis.call('HMGET', ent, 'plan', 'anchor', argv[6], 'plan_name', unpack(argv, 7))
-  -- Every entitlement written by Tollgate has a plan; EXISTS only runs for
-  -- a hash without one, to keep "any hash means a known tenant".
-  if not h[1] and redis.call('EXISTS', ent) == 0 then
-    return {4, 0, 0, 0}, same, 0
+  -- Every read is a pcall: a key of another type answers "malformed"
+  -- instead of raising, which would fail a batch's other runs too.
+  local h = redis.pcall('HMGET', ent, 'plan', 'anchor', argv[6], 'plan_name', unpack(argv, 7))
+  -- Every entitlement written by Tollgate has a plan; the error and EXISTS
+  -- checks only run without one, to keep "any hash means a known tenant".
+  if not h[1] then
+    if h.err then
+      return {8, 0, 0, 0, 4}, same, 0
+    end
+    if redis.call('EXISTS', ent) == 0 then
+      return {4, 0, 0, 0}, same, 0
+    end
   end
 
   for i = 5, #h do
@@ -118,7 +126,9 @@ local function reserve(keys, argv, count)
     return {1, used - same * amount, limit, ceiling}, same, amount
   end
 
-  local used = redis.call('GET', key)
+  -- A key of another type: GET's error reply is a table, which tonumber
+  -- turns into nil.
+  local used = redis.pcall('GET', key)
   if used then
     used = tonumber(used)
     if not used then

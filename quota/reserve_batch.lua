@@ -15,6 +15,12 @@
 -- the decision; when k > 1, then m and step: the next m requests get the
 -- first's decision with its current value (field 2) step, 2 step, ...
 -- higher; when m < k - 1, then the length and decision of the rest.
+--
+-- A run fails alone: reserve answers a value it does not expect in Redis
+-- as "malformed" itself, and any error it still raises gives every request
+-- of its run {8, 0, 0, 0, 0, the error's text, one integer per byte (its
+-- first 255)}. A script error would fail the whole batch after earlier
+-- runs were counted, and those requests' fail mode would count them again.
 local out, n = {}, 0
 local function emit(r)
   local len = #r
@@ -30,7 +36,12 @@ while a <= #ARGV do
   local nk, na, count = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
   local keys, argv = {unpack(KEYS, k, k + nk - 1)}, {unpack(ARGV, a + 3, a + 2 + na)}
   k, a = k + nk, a + 3 + na
-  local r, m, step, rest = reserve(keys, argv, count)
+  local ok, r, m, step, rest = pcall(reserve, keys, argv, count)
+  if not ok then
+    -- Redis's command errors are tables, Lua's own strings.
+    local e = type(r) == 'table' and r.err or tostring(r)
+    r, m, step, rest = {8, 0, 0, 0, 0, string.byte(e, 1, 255)}, count - 1, 0, nil
+  end
   emit(r)
   if count > 1 then
     out[n + 1], out[n + 2] = m, step

@@ -4,6 +4,7 @@ import (
 	"context"
 	"math/rand/v2"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -29,7 +30,7 @@ func newBatchDataset(t *testing.T, rdb *redis.Client) *batchDataset {
 	t.Helper()
 	ctx := context.Background()
 	ds := &batchDataset{ids: map[string]string{}}
-	for _, name := range []string{"a", "b", "c", "d", "e"} {
+	for _, name := range []string{"a", "b", "c", "d", "e", "f"} {
 		ds.ids[name] = randomTenant(t)
 		t.Cleanup(func() { cleanupTenant(t, rdb, ds.ids[name]) })
 	}
@@ -49,6 +50,14 @@ func newBatchDataset(t *testing.T, rdb *redis.Client) *batchDataset {
 		if err := rdb.Set(ctx, ds.key(kv[0][:1], kv[0][2:]), kv[1], 0).Err(); err != nil {
 			t.Fatal(err)
 		}
+	}
+	// Keys of another type: a counter that is a list, an entitlement
+	// that is a string.
+	if err := rdb.RPush(ctx, ds.key("a", "list"), "7").Err(); err != nil {
+		t.Fatal(err)
+	}
+	if err := rdb.Set(ctx, ds.key("f", "ent"), "pro", 0).Err(); err != nil {
+		t.Fatal(err)
 	}
 	return ds
 }
@@ -83,6 +92,9 @@ var batchTemplates = []batchItem{
 	{"c", "m", []string{"0", "1", "1", "5", "3600", "l:m"}},           // unknown tenant
 	{"d", "m", []string{"0", "1", "1", "5", "3600", "l:m"}},           // hash without a plan
 	{"e", "m", []string{"5", "1", "1", "5", "3600", "l:m"}},           // malformed anchor
+	{"a", "list", []string{"100", "1", "1", "5", "3600", "l:m"}},      // counter of another type
+	{"a", "list", []string{"100", "0", "1", "6", "3600", "l:m"}},      // the same, response amount
+	{"f", "m", []string{"0", "1", "1", "1", "0", "l:m"}},              // entitlement that is no hash
 }
 
 // TestReserveBatchMatchesOne: a batch script run decides every request as
@@ -148,6 +160,9 @@ func TestReserveBatchMatchesOne(t *testing.T) {
 				continue
 			}
 			a, b := one.key(tpl.tenant, tpl.counter), batch.key(tpl.tenant, tpl.counter)
+			if tpl.counter == "list" {
+				continue
+			}
 			va, _ := rdb.Get(ctx, a).Result()
 			vb, _ := rdb.Get(ctx, b).Result()
 			ta, tb := rdb.TTL(ctx, a).Val() > 0, rdb.TTL(ctx, b).Val() > 0
@@ -376,4 +391,181 @@ func periodStartOf(s *Store, id string) int64 {
 	_, anchor := s.anchorOf(id)
 	start, _ := Period(anchor, s.now())
 	return start.Unix()
+}
+
+// TestReserveBatchBadKeyFailsOnlyItsRun: a run that meets a key Tollgate
+// does not write (a counter or entitlement of another type) gets the
+// malformed decision, and the batch's other runs, before and after it,
+// are decided and counted as usual. So is a run whose decision raises an
+// error the script does not expect (here: a mode that is no number).
+func TestReserveBatchBadKeyFailsOnlyItsRun(t *testing.T) {
+	rdb := testClient(t)
+	ctx := context.Background()
+	batchSrc := reserveCore + "\n" + reserveBatch
+	metered := []string{"100", "1", "1", "5", "3600", "l:m"}
+	tests := []struct {
+		name  string
+		spoil func(ent, counter string) error
+		limit string   // the bad tenant's l:m
+		argv  []string // the bad run's arguments, metered when nil
+		want  []int64  // the bad run's decision (a prefix when text follows)
+		text  bool     // the decision ends with an error's text
+	}{
+		{name: "counter is a list", limit: "10", want: []int64{8, 0, 0, 0, 2},
+			spoil: func(_, c string) error { return rdb.RPush(ctx, c, "7").Err() }},
+		{name: "counter is a hash", limit: "10", want: []int64{8, 0, 0, 0, 2},
+			spoil: func(_, c string) error { return rdb.HSet(ctx, c, "n", "7").Err() }},
+		{name: "counter is a list, unlimited", limit: "-1", want: []int64{8, 0, 0, 0, 2},
+			spoil: func(_, c string) error { return rdb.RPush(ctx, c, "7").Err() }},
+		{name: "entitlement is a string", limit: "10", want: []int64{8, 0, 0, 0, 4},
+			spoil: func(e, _ string) error { return rdb.Set(ctx, e, "pro", 0).Err() }},
+		{name: "entitlement is a list", limit: "10", want: []int64{8, 0, 0, 0, 4},
+			spoil: func(e, _ string) error {
+				if err := rdb.Del(ctx, e).Err(); err != nil {
+					return err
+				}
+				return rdb.RPush(ctx, e, "pro").Err()
+			}},
+		{name: "decision raises", limit: "10", argv: []string{"100", "1", "1", "x", "3600", "l:m"},
+			want: []int64{8, 0, 0, 0, 0}, text: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			good, bad := randomTenant(t), randomTenant(t)
+			cleanupTenant(t, rdb, good)
+			cleanupTenant(t, rdb, bad)
+			for _, id := range []string{good, bad} {
+				limit := "10"
+				if id == bad {
+					limit = tt.limit
+				}
+				if err := rdb.HSet(ctx, entKey(id), "plan", "pro", "anchor", "100", "plan_name", "Pro", "l:m", limit).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			gkey, bkey := "tg:{"+good+"}:m", "tg:{"+bad+"}:m"
+			if tt.spoil != nil {
+				if err := tt.spoil(entKey(bad), bkey); err != nil {
+					t.Fatal(err)
+				}
+			}
+			argv := tt.argv
+			if argv == nil {
+				argv = metered
+			}
+			// good x3, bad x2, good x1: runs before and after the bad one.
+			keys := []string{entKey(good), gkey, entKey(bad), bkey, entKey(good), gkey}
+			var args []any
+			for _, r := range []struct {
+				n    int
+				argv []string
+			}{{3, metered}, {2, argv}, {1, metered}} {
+				args = append(append(args, 2, len(r.argv), r.n), toAny(r.argv)...)
+			}
+			raw, err := rdb.Eval(ctx, batchSrc, keys, args...).Int64Slice()
+			if err != nil {
+				t.Fatalf("batch: %v", err)
+			}
+			members, _ := runMembers([]int{3, 2, 1})
+			got, err := splitBatchReply(raw, members, nil)
+			if err != nil {
+				t.Fatalf("split %v: %v", raw, err)
+			}
+			for i, cur := range map[int]int64{0: 1, 1: 2, 2: 3, 5: 4} {
+				if want := []int64{1, cur, 10, 10}; !slices.Equal(got[i], want) {
+					t.Errorf("good request %d: %v, want %v", i, got[i], want)
+				}
+			}
+			for _, i := range []int{3, 4} {
+				r := got[i]
+				if tt.text && len(r) > len(tt.want) {
+					t.Logf("bad request %d: %q", i, string(int64Bytes(r[len(tt.want):])))
+					r = r[:len(tt.want)]
+				}
+				if !slices.Equal(r, tt.want) || (tt.text && len(got[i]) == len(tt.want)) {
+					t.Errorf("bad request %d: %v, want %v (text %v)", i, got[i], tt.want, tt.text)
+				}
+			}
+			if v, err := rdb.Get(ctx, gkey).Result(); err != nil || v != "4" {
+				t.Errorf("good counter %q, %v; want 4", v, err)
+			}
+			if tt.spoil == nil {
+				if n, err := rdb.Exists(ctx, bkey).Result(); err != nil || n != 0 {
+					t.Errorf("bad counter exists (%d, %v): the failed run counted", n, err)
+				}
+			}
+		})
+	}
+}
+
+func int64Bytes(r []int64) []byte {
+	b := make([]byte, len(r))
+	for i, v := range r {
+		b[i] = byte(v)
+	}
+	return b
+}
+
+// TestPipelineBatchBadKeyFailsOnlyItsRequests: 400 concurrent reserves of
+// two tenants, one of whose counter is a list, leave in batches; every
+// request of the good tenant is admitted and counted once, every request
+// of the bad one fails with the feature's fail mode and an error naming
+// the counter.
+func TestPipelineBatchBadKeyFailsOnlyItsRequests(t *testing.T) {
+	rdb := testClient(t)
+	tc := newTestConfig()
+	s := newStore(t, rdb, tc.Config)
+	ctx := context.Background()
+	limits := map[string]int64{"messages": 1_000_000}
+	good := newTenant(t, s, rdb, tc.PlanBySlug["free"], 0, limits)
+	bad := newTenant(t, s, rdb, tc.PlanBySlug["free"], 0, limits)
+	bkey := counterKey(bad, s.info(tc.messages), periodStartOf(s, bad))
+	if err := rdb.RPush(ctx, bkey, "1").Err(); err != nil {
+		t.Fatal(err)
+	}
+	sent0 := s.PipelinedCommands()
+
+	const n = 400
+	decisions := make([]Decision, n)
+	errs := make([]error, n)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range n {
+		id := good
+		if i%2 == 1 {
+			id = bad
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
+			errs[i] = s.Reserve(ctx, c, &decisions[i])
+		}()
+	}
+	close(start)
+	wg.Wait()
+
+	var admitted int64
+	for i, d := range decisions {
+		if i%2 == 0 {
+			if errs[i] != nil || d.Outcome != Admitted {
+				t.Errorf("good request %d: %v %v, want admitted", i, d.Outcome, errs[i])
+				continue
+			}
+			admitted++
+			continue
+		}
+		if errs[i] == nil || !strings.Contains(errs[i].Error(), "malformed counter "+bkey) || d.Outcome != FailedOpen {
+			t.Errorf("bad request %d: %v %v, want failed open naming the counter", i, d.Outcome, errs[i])
+		}
+	}
+	if u := usage(t, s, good, tc.messages); u != admitted || admitted != n/2 {
+		t.Errorf("good tenant: usage %d, %d admitted; want %d each", u, admitted, n/2)
+	}
+	sent := s.PipelinedCommands() - sent0
+	t.Logf("%d reserves in %d commands", n, sent)
+	if sent >= n {
+		t.Errorf("%d commands for %d concurrent reserves: nothing was batched", sent, n)
+	}
 }

@@ -148,3 +148,61 @@ func TestBoxedCaches(t *testing.T) {
 		}
 	}
 }
+
+// TestReserveKeyOfAnotherType: a counter or entitlement key of another
+// type than Tollgate writes fails the request with the fail mode and an
+// error naming it, counts nothing and leaves the key as it was.
+func TestReserveKeyOfAnotherType(t *testing.T) {
+	rdb := testClient(t)
+	tc := newTestConfig()
+	s := newStore(t, rdb, tc.Config)
+	ctx := context.Background()
+	tests := []struct {
+		name    string
+		check   Check
+		counter bool // spoil the meter's counter, else the entitlement
+		value   func(key string) error
+		want    Outcome
+		err     string
+	}{
+		{"metered counter is a list", Check{Meter: fixed(tc.messages, 1), Amount: 1}, true,
+			func(k string) error { return rdb.RPush(ctx, k, "1").Err() }, FailedOpen, "malformed counter "},
+		{"response amount counter is a hash", Check{Meter: fromResponse(tc.tokens)}, true,
+			func(k string) error { return rdb.HSet(ctx, k, "n", "1").Err() }, FailedOpen, "malformed counter "},
+		{"gauge is a set", Check{Meter: fixed(tc.agents, 1), Amount: 1}, true,
+			func(k string) error { return rdb.SAdd(ctx, k, "1").Err() }, Unavailable, "malformed counter "},
+		{"entitlement is a string", Check{Meter: fixed(tc.messages, 1), Amount: 1}, false,
+			func(k string) error { return rdb.Set(ctx, k, "free", 0).Err() }, FailedOpen, "not a hash"},
+		{"entitlement is a list, flags only", Check{Flags: []*config.Feature{tc.integrations}}, false,
+			func(k string) error { return rdb.RPush(ctx, k, "free").Err() }, Unavailable, "not a hash"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := newTenant(t, s, rdb, tc.PlanBySlug["mini"], 0, nil)
+			key := entKey(id)
+			if tt.counter {
+				var start int64
+				if tt.check.Meter.Feature.Kind == config.Metered {
+					start = mustPeriodStart(s)
+				}
+				key = counterKey(id, s.info(tt.check.Meter.Feature), start)
+			} else if err := rdb.Del(ctx, key).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := tt.value(key); err != nil {
+				t.Fatal(err)
+			}
+			typ := rdb.Type(ctx, key).Val()
+			c := tt.check
+			c.TenantID = id
+			var d Decision
+			err := s.Reserve(ctx, &c, &d)
+			if err == nil || !strings.Contains(err.Error(), tt.err) || d.Outcome != tt.want {
+				t.Errorf("Reserve: %v %v, want %v and an error containing %q", d.Outcome, err, tt.want, tt.err)
+			}
+			if got := rdb.Type(ctx, key).Val(); got != typ {
+				t.Errorf("the key is a %s now, was a %s", got, typ)
+			}
+		})
+	}
+}
