@@ -153,6 +153,11 @@ func TestGaugeDeleteCommit(t *testing.T) {
 		{name: "no entitlement still counts", gauge: "3", amount: -1, want: want{2, -1, -1, false, 2}},
 		{name: "malformed gauge changes nothing", plan: "free", gauge: "x", amount: -1, want: want{0, -1, -1, false, -1}},
 	}
+	// Loaded first, so the first delete is not counted as NOSCRIPT and
+	// EVAL on a server that has not seen the script yet.
+	if err := redis.NewScript(gaugeDeleteSrc).Load(ctx, rdb).Err(); err != nil {
+		t.Fatal(err)
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			var id string
