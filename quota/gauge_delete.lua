@@ -12,11 +12,17 @@
 -- ARGV[3] grace: the ceiling is floor(limit * grace + 1e-9), as in reserve.lua
 --
 -- Reply {code, used, limit, ceiling}: code 1 done; 4 done, but the tenant
--- has no entitlement (no limit to report); 8 the gauge holds something
--- Tollgate does not write (nothing changed). used is the gauge after the
--- delete; limit and ceiling are -1 when unlimited.
-local h = redis.call('HMGET', KEYS[1], 'plan', ARGV[2])
-local used = redis.call('GET', KEYS[2])
+-- has no entitlement, or one that is no hash (no limit to report); 8 the
+-- gauge holds something Tollgate does not write, or is a key of another
+-- type (nothing changed). used is the gauge after the delete; limit and
+-- ceiling are -1 when unlimited.
+--
+-- Every command that can meet a key of another type is a pcall, so such a
+-- key is answered as above instead of failing the script: Commit would
+-- keep a failed delete for reconcile, which could never deliver it.
+local h = redis.pcall('HMGET', KEYS[1], 'plan', ARGV[2])
+-- GET's error reply is a table, which tonumber turns into nil.
+local used = redis.pcall('GET', KEYS[2])
 if used then
   used = tonumber(used)
   if not used or used ~= math.floor(used) then
@@ -24,11 +30,15 @@ if used then
   end
   local take = math.min(used, tonumber(ARGV[1]))
   if take > 0 then
-    used = redis.call('DECRBY', KEYS[2], take)
+    used = redis.pcall('DECRBY', KEYS[2], take)
+    if type(used) ~= 'number' then
+      return {8, 0, 0, 0}
+    end
   end
 else
   used = 0
 end
+-- An entitlement that is no hash: HMGET's error table has no h[1].
 if not h[1] then
   return {4, used, -1, -1}
 end

@@ -139,11 +139,12 @@ func TestGaugeDeleteCommit(t *testing.T) {
 		usage                   int64 // the gauge afterwards
 	}
 	tests := []struct {
-		name   string
-		plan   string // "" for a tenant without entitlement
-		gauge  string // the gauge's value before, "" for none
-		amount int64  // what Commit is given
-		want   want
+		name      string
+		plan      string // "" for a tenant without entitlement
+		gauge     string // the gauge's value before, "" for none, "(list)" a list
+		entString bool   // the entitlement is a string, not a hash
+		amount    int64  // what Commit is given
+		want      want
 	}{
 		{name: "one of five", plan: "free", gauge: "5", amount: -1, want: want{4, 5, 5, true, 4}},
 		{name: "positive amount", plan: "free", gauge: "5", amount: 2, want: want{3, 5, 5, false, 3}},
@@ -152,6 +153,9 @@ func TestGaugeDeleteCommit(t *testing.T) {
 		{name: "unlimited", plan: "pro", gauge: "7", amount: -1, want: want{6, -1, -1, false, 6}},
 		{name: "no entitlement still counts", gauge: "3", amount: -1, want: want{2, -1, -1, false, 2}},
 		{name: "malformed gauge changes nothing", plan: "free", gauge: "x", amount: -1, want: want{0, -1, -1, false, -1}},
+		{name: "gauge DECRBY refuses changes nothing", plan: "free", gauge: "5.0", amount: -1, want: want{0, -1, -1, false, -1}},
+		{name: "gauge of another type changes nothing", plan: "free", gauge: "(list)", amount: -1, want: want{0, -1, -1, false, -1}},
+		{name: "entitlement of another type still counts", plan: "free", gauge: "3", entString: true, amount: -1, want: want{2, -1, -1, false, 2}},
 	}
 	// Loaded first, so the first delete is not counted as NOSCRIPT and
 	// EVAL on a server that has not seen the script yet.
@@ -168,8 +172,19 @@ func TestGaugeDeleteCommit(t *testing.T) {
 				id = newTenant(t, s, rdb, tc.PlanBySlug[tt.plan], 0, nil)
 			}
 			key := counterKey(id, s.info(tc.agents), 0)
-			if tt.gauge != "" {
+			switch tt.gauge {
+			case "":
+			case "(list)":
+				if err := rdb.RPush(ctx, key, "5").Err(); err != nil {
+					t.Fatal(err)
+				}
+			default:
 				if err := rdb.Set(ctx, key, tt.gauge, 0).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.entString {
+				if err := rdb.Set(ctx, entKey(id), "free", 0).Err(); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -189,10 +204,15 @@ func TestGaugeDeleteCommit(t *testing.T) {
 			raw, err := rdb.Get(ctx, key).Result()
 			switch {
 			case err == redis.Nil:
+			case tt.gauge == "(list)":
+				if n, err := rdb.LLen(ctx, key).Result(); err != nil || n != 1 {
+					t.Errorf("the list gauge holds %d, %v; want it unchanged", n, err)
+				}
+				got.usage = -1
 			case err != nil:
 				t.Fatal(err)
-			case raw == "x":
-				got.usage = -1
+			case raw == tt.gauge && tt.want.usage == -1:
+				got.usage = -1 // malformed and unchanged
 			default:
 				got.usage, _ = strconv.ParseInt(raw, 10, 64)
 			}

@@ -130,7 +130,7 @@ func (s *Store) deleteGauge(ctx context.Context, d *Decision, n int64) {
 	res, err := gaugeDeleteCall.runSlice(ctx, s.hot, args)
 	if err == nil && (len(res) < 4 || res[0] == codeMalformed) {
 		// Nothing changed and nothing will: reconcile would fail the same way.
-		s.log.Warn("gauge delete not counted: the gauge in Redis is not a number",
+		s.log.Warn("gauge delete not counted: the gauge in Redis is not an integer, or not a string",
 			zap.String("key", d.key), zap.Int64s("reply", res))
 		return
 	}
