@@ -8,29 +8,38 @@
 -- ARGV[3] marker TTL in seconds
 --
 -- Reply: the counter's new value, or -1 when the marker said "done".
-if KEYS[2] then
-  if not redis.call('SET', KEYS[2], '1', 'NX', 'EX', ARGV[3]) then
-    return -1
-  end
+--
+-- The marker is set only once the delta is applied (the script is atomic,
+-- so nothing runs between the check and the set): an INCRBY that fails
+-- (a counter that is no integer, a key of another type, an overflow)
+-- fails the script with nothing written, and the retry applies the delta.
+if KEYS[2] and redis.call('EXISTS', KEYS[2]) == 1 then
+  return -1
 end
 local key = KEYS[1]
 local d = tonumber(ARGV[1])
+local v
 if d < 0 then
   local cur = tonumber(redis.call('GET', key) or '0') or 0
   if cur + d < 0 then
     d = -cur
   end
   if d == 0 then
-    return cur
+    v = cur
   end
 end
-local v = redis.call('INCRBY', key, d)
--- Every TTL sent for a counter ends at the same instant (its period's end
--- plus a week), so it is set once, by the increment that created the key.
-if d > 0 and v == d then
-  local ttl = tonumber(ARGV[2])
-  if ttl > 0 then
-    redis.call('EXPIRE', key, ttl)
+if not v then
+  v = redis.call('INCRBY', key, d)
+  -- Every TTL sent for a counter ends at the same instant (its period's
+  -- end plus a week), so it is set once, by the increment that created it.
+  if d > 0 and v == d then
+    local ttl = tonumber(ARGV[2])
+    if ttl > 0 then
+      redis.call('EXPIRE', key, ttl)
+    end
   end
+end
+if KEYS[2] then
+  redis.call('SET', KEYS[2], '1', 'EX', ARGV[3])
 end
 return v
