@@ -20,7 +20,12 @@ local key = KEYS[1]
 local d = tonumber(ARGV[1])
 local v
 if d < 0 then
-  local cur = tonumber(redis.call('GET', key) or '0') or 0
+  -- A decrement needs the counter's value; one that is no integer (checked
+  -- as in reserve.lua) fails, like INCRBY on it, instead of reading as 0.
+  local cur = tonumber(redis.call('GET', key) or '0')
+  if not (cur and cur % 1 == 0 and cur >= -2^53 and cur <= 2^53) then
+    return redis.error_reply('ERR malformed counter ' .. key .. ': not an integer')
+  end
   if cur + d < 0 then
     d = -cur
   end

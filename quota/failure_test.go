@@ -291,40 +291,62 @@ func TestReconcileRetryAfterAppliedBatch(t *testing.T) {
 	}
 }
 
-// TestReconcileRetryAfterFailedIncrement: a push whose INCRBY fails (the
-// counter holds something Tollgate does not write) marks nothing done, so
-// once the counter is repaired the same batch is delivered, once.
-func TestReconcileRetryAfterFailedIncrement(t *testing.T) {
+// TestReconcileRetryAfterFailedPush: a push into a counter that holds
+// something Tollgate does not write fails and marks nothing done (an
+// increment's INCRBY fails; a decrement does not read it as 0), so once
+// the counter is repaired the same batch is delivered, once.
+func TestReconcileRetryAfterFailedPush(t *testing.T) {
 	tc := newTestConfig()
 	rdb := testClient(t)
 	s := newStore(t, rdb, tc.Config)
 	ctx := context.Background()
-	id := newTenant(t, s, rdb, tc.PlanBySlug["free"], 0, nil)
-	key := counterKey(id, s.info(tc.messages), mustPeriodStart(s))
-	if err := rdb.Set(ctx, key, "garbage", time.Hour).Err(); err != nil {
-		t.Fatal(err)
+	tests := []struct {
+		name   string
+		settle func(t *testing.T, c *Check, key string)
+		want   int64 // after the repair to 7
+	}{
+		{"failed open, committed", func(t *testing.T, c *Check, key string) {
+			if err := rdb.Set(ctx, key, "garbage", time.Hour).Err(); err != nil {
+				t.Fatal(err)
+			}
+			var d Decision
+			if err := s.Reserve(ctx, c, &d); err == nil || d.Outcome != FailedOpen {
+				t.Fatalf("Reserve on a malformed counter: %v %v, want failed open with an error", d.Outcome, err)
+			}
+			s.Commit(ctx, &d, 1)
+		}, 8},
+		{"released", func(t *testing.T, c *Check, key string) {
+			d := mustReserve(t, s, c)
+			if err := rdb.Set(ctx, key, "abc", time.Hour).Err(); err != nil {
+				t.Fatal(err)
+			}
+			s.Release(ctx, &d)
+		}, 6},
 	}
-
-	c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
-	var d Decision
-	if err := s.Reserve(ctx, c, &d); err == nil || d.Outcome != FailedOpen {
-		t.Fatalf("Reserve on a malformed counter: %v %v, want failed open with an error", d.Outcome, err)
-	}
-	s.Commit(ctx, &d, 1)
-	if err := s.Reconcile(ctx); err == nil {
-		t.Fatal("Reconcile into a malformed counter returned no error")
-	}
-	if err := rdb.Set(ctx, key, "7", time.Hour).Err(); err != nil {
-		t.Fatal(err)
-	}
-	if err := s.Reconcile(ctx); err != nil {
-		t.Fatalf("Reconcile after the repair: %v", err)
-	}
-	if n := usage(t, s, id, tc.messages); n != 8 {
-		t.Errorf("usage = %d, want 8: the failed push was marked done", n)
-	}
-	if s.hasPending() {
-		t.Error("counts still pending")
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := newTenant(t, s, rdb, tc.PlanBySlug["free"], 0, nil)
+			key := counterKey(id, s.info(tc.messages), mustPeriodStart(s))
+			tt.settle(t, &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}, key)
+			if !s.hasPending() {
+				t.Fatal("nothing kept for reconcile")
+			}
+			if err := s.Reconcile(ctx); err == nil {
+				t.Fatal("Reconcile into a malformed counter returned no error")
+			}
+			if err := rdb.Set(ctx, key, "7", time.Hour).Err(); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Reconcile(ctx); err != nil {
+				t.Fatalf("Reconcile after the repair: %v", err)
+			}
+			if n := usage(t, s, id, tc.messages); n != tt.want {
+				t.Errorf("usage = %d, want %d: the failed push was dropped", n, tt.want)
+			}
+			if s.hasPending() {
+				t.Error("counts still pending")
+			}
+		})
 	}
 }
 

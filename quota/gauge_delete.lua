@@ -11,11 +11,14 @@
 -- ARGV[2] limit field l:<feature>
 -- ARGV[3] grace: the ceiling is floor(limit * grace + 1e-9), as in reserve.lua
 --
--- Reply {code, used, limit, ceiling}: code 1 done; 4 done, but the tenant
--- has no entitlement, or one that is no hash (no limit to report); 8 the
--- gauge holds something Tollgate does not write, or is a key of another
--- type (nothing changed). used is the gauge after the delete; limit and
--- ceiling are -1 when unlimited.
+-- Reply {code, used, limit, ceiling[, extra]}: code 1 done; 4 done, but
+-- the tenant has no entitlement, or one that is no hash (no limit to
+-- report); 8 a value Tollgate does not write, as in reserve.lua: extra 2
+-- the gauge is no integer or a key of another type (nothing changed), 3
+-- the limit is no integer (done; limit and ceiling -1, nothing to report).
+-- used is the gauge after the delete; limit and ceiling are -1 when
+-- unlimited. Numbers read must be integers within +-2^53, checked as in
+-- reserve.lua.
 --
 -- Every command that can meet a key of another type is a pcall, so such a
 -- key is answered as above instead of failing the script: Commit would
@@ -25,14 +28,14 @@ local h = redis.pcall('HMGET', KEYS[1], 'plan', ARGV[2])
 local used = redis.pcall('GET', KEYS[2])
 if used then
   used = tonumber(used)
-  if not used or used ~= math.floor(used) then
-    return {8, 0, 0, 0}
+  if not (used and used % 1 == 0 and used >= -2^53 and used <= 2^53) then
+    return {8, 0, 0, 0, 2}
   end
   local take = math.min(used, tonumber(ARGV[1]))
   if take > 0 then
     used = redis.pcall('DECRBY', KEYS[2], take)
     if type(used) ~= 'number' then
-      return {8, 0, 0, 0}
+      return {8, 0, 0, 0, 2}
     end
   end
 else
@@ -43,7 +46,10 @@ if not h[1] then
   return {4, used, -1, -1}
 end
 -- A feature missing from the hash was never granted: limit 0.
-local limit = tonumber(h[2] or '0') or 0
+local limit = tonumber(h[2] or '0')
+if not (limit and limit % 1 == 0 and limit >= -2^53 and limit <= 2^53) then
+  return {8, used, -1, -1, 3}
+end
 if limit < 0 then
   return {1, used, -1, -1}
 end

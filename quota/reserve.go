@@ -47,6 +47,7 @@ const (
 	malformedScript      = 0 // reserve raised an error; its text follows (reserve_batch.lua)
 	malformedAnchor      = 1 // the entitlement's billing anchor
 	malformedCounter     = 2 // the counter: not an integer, or a key of another type
+	malformedLimit       = 3 // the feature's limit in the entitlement: not an integer
 	malformedEntitlement = 4 // the entitlement key is no hash
 )
 
@@ -224,7 +225,7 @@ func (s *Store) apply(c *Check, d *Decision, res []int64, amount int64) (int64, 
 		}
 		s.anchors.Store(c.TenantID, res[4])
 	case codeMalformed:
-		return 0, malformedError(replyInt(res, 4), c.TenantID, d.key, res)
+		return 0, malformedError(replyInt(res, 4), c.TenantID, d.Feature, d.key, res)
 	default:
 		return 0, fmt.Errorf("unexpected script reply code %d", code)
 	}
@@ -232,14 +233,20 @@ func (s *Store) apply(c *Check, d *Decision, res []int64, amount int64) (int64, 
 }
 
 // malformedError names what a codeMalformed reply with extra what found:
-// key is the request's counter, res the reply (whose text follows a
-// script error's extra).
-func malformedError(what int64, tenant, key string, res []int64) error {
+// f and key are the request's feature and counter, res the reply (whose
+// text follows a script error's extra).
+func malformedError(what int64, tenant string, f *config.Feature, key string, res []int64) error {
 	switch what {
 	case malformedScript:
 		return fmt.Errorf("reserve script failed for tenant %q: %s", tenant, replyText(res, 5))
 	case malformedAnchor:
 		return fmt.Errorf("malformed billing anchor of tenant %s in Redis", tenant)
+	case malformedLimit:
+		name := ""
+		if f != nil {
+			name = f.Name
+		}
+		return fmt.Errorf("malformed limit l:%s of tenant %s in Redis: not an integer", name, tenant)
 	case malformedEntitlement:
 		return fmt.Errorf("malformed entitlement of tenant %s in Redis: not a hash", tenant)
 	}

@@ -21,11 +21,20 @@
 -- are Go's Outcome values: 1 admitted, 2 over limit (extra 0), 3 locked
 -- (extra: 0-based flag index), 4 unknown tenant, 7 anchor mismatch (extra:
 -- the real anchor), 8 a value in Redis that is not what Tollgate writes
--- (extra: 1 the anchor, 2 the counter, 4 the entitlement, which is no
--- hash; reserve_batch.lua adds 0, see there). Over limit and locked append the
+-- (extra: 1 the anchor, 2 the counter, 3 the limit, 4 the entitlement,
+-- which is no hash; reserve_batch.lua adds 0, see there). Over limit and locked append the
 -- plan's display name as one integer per byte (its first 255 bytes;
 -- string.byte's results expand in place at the end of a table
 -- constructor).
+--
+-- Numbers read from Redis (anchor, limit, counter) must be integers within
+-- +-2^53, where a double is exact: n % 1 == 0 rules out fractions, and NaN
+-- and the infinities (whose % 1 is NaN), the bounds the rest, without a
+-- function call on the admitted path. Anything else is malformed: "abc",
+-- "5.5", "nan", "inf", "1e400". tonumber also reads a few texts Go never
+-- writes but whose integer is unambiguous (" 5", "0x3", "1e3"); they are
+-- accepted where only read, and INCRBY refuses them where written (the
+-- counter is then malformed too).
 --
 -- reserve decides count identical requests at once, exactly as deciding
 -- them one after another would: it returns the first's decision, then m
@@ -92,7 +101,7 @@ local function reserve(keys, argv, count)
     -- settles the common case; numbers decide when the texts differ.
     if anchor ~= argv[1] then
       local a = tonumber(anchor)
-      if a == nil or a ~= math.floor(a) then
+      if not (a and a % 1 == 0 and a >= -2^53 and a <= 2^53) then
         return {8, 0, 0, 0, 1}, same, 0
       end
       if a ~= tonumber(argv[1]) then
@@ -103,7 +112,10 @@ local function reserve(keys, argv, count)
   end
 
   -- A feature missing from the hash was never granted: limit 0.
-  local limit = tonumber(h[3] or '0') or 0
+  local limit = tonumber(h[3] or '0')
+  if not (limit and limit % 1 == 0 and limit >= -2^53 and limit <= 2^53) then
+    return {8, 0, 0, 0, 3}, same, 0
+  end
   local ceiling = -1
   if limit < 0 then
     limit = -1
@@ -131,7 +143,7 @@ local function reserve(keys, argv, count)
   local used = redis.pcall('GET', key)
   if used then
     used = tonumber(used)
-    if not used then
+    if not (used and used % 1 == 0 and used >= -2^53 and used <= 2^53) then
       return {8, 0, 0, 0, 2}, same, 0
     end
   else

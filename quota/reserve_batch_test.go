@@ -35,7 +35,7 @@ func newBatchDataset(t *testing.T, rdb *redis.Client) *batchDataset {
 		t.Cleanup(func() { cleanupTenant(t, rdb, ds.ids[name]) })
 	}
 	ents := map[string][]any{
-		"a": {"plan", "pro", "anchor", "100", "plan_name", "Pro", "l:m", "10", "l:g", "3", "l:u", "-1", "f:x", "1", "f:y", "0"},
+		"a": {"plan", "pro", "anchor", "100", "plan_name", "Pro", "l:m", "10", "l:g", "3", "l:u", "-1", "l:nan", "nan", "f:x", "1", "f:y", "0"},
 		"b": {"plan", "free", "anchor", "0", "plan_name", "Free", "l:m", "0"},
 		// c has no entitlement at all: an unknown tenant.
 		"d": {"anchor", "0", "l:m", "5"}, // no plan, still a known tenant
@@ -95,6 +95,7 @@ var batchTemplates = []batchItem{
 	{"a", "list", []string{"100", "1", "1", "5", "3600", "l:m"}},      // counter of another type
 	{"a", "list", []string{"100", "0", "1", "6", "3600", "l:m"}},      // the same, response amount
 	{"f", "m", []string{"0", "1", "1", "1", "0", "l:m"}},              // entitlement that is no hash
+	{"a", "m", []string{"100", "1", "1", "5", "3600", "l:nan"}},       // limit that is no integer
 }
 
 // TestReserveBatchMatchesOne: a batch script run decides every request as

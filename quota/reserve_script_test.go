@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/redis/go-redis/v9"
 
@@ -202,6 +203,83 @@ func TestReserveKeyOfAnotherType(t *testing.T) {
 			}
 			if got := rdb.Type(ctx, key).Val(); got != typ {
 				t.Errorf("the key is a %s now, was a %s", got, typ)
+			}
+		})
+	}
+}
+
+// TestReserveMalformedNumbers: a limit or counter in Redis that is not an
+// integer within +-2^53 fails the request with the fail mode and an error
+// naming it, and counts nothing; NaN and infinite limits admit nothing.
+// Texts Go never writes but tonumber reads as an unambiguous integer are
+// accepted where only read and malformed where INCRBY must write them.
+func TestReserveMalformedNumbers(t *testing.T) {
+	rdb := testClient(t)
+	tc := newTestConfig()
+	s := newStore(t, rdb, tc.Config)
+	ctx := context.Background()
+	reserve := Check{Meter: fixed(tc.messages, 1), Amount: 1}
+	response := Check{Meter: fromResponse(tc.messages)}
+	const badLimit, badCounter = "malformed limit l:messages of tenant ", "malformed counter "
+	tests := []struct {
+		name    string
+		check   Check
+		limit   string // l:messages, "" for the plan's 10
+		counter string // "" for none
+		err     string // "" for admitted at current
+		current int64
+	}{
+		{"limit nan", reserve, "nan", "", badLimit, 0},
+		{"limit inf", reserve, "inf", "", badLimit, 0},
+		{"limit -inf", reserve, "-inf", "", badLimit, 0},
+		{"limit 1e400", reserve, "1e400", "3", badLimit, 0},
+		{"limit abc", reserve, "abc", "", badLimit, 0},
+		{"limit 2.5", reserve, "2.5", "", badLimit, 0},
+		{"limit empty", reserve, "", "", "", 1}, // the plan's limit stays
+		{"limit 2^53+2", reserve, "9007199254740994", "", badLimit, 0},
+		{"limit nan, response amount", response, "nan", "", badLimit, 0},
+		{"limit 1e3 is an integer", reserve, "1e3", "999", "", 1000},
+		{"counter nan", reserve, "", "nan", badCounter, 0},
+		{"counter 5.5", reserve, "", "5.5", badCounter, 0},
+		{"counter inf", reserve, "", "inf", badCounter, 0},
+		{"counter 1e400", reserve, "", "1e400", badCounter, 0},
+		{"counter abc", reserve, "", "abc", badCounter, 0},
+		{"counter nan, response amount", response, "", "nan", badCounter, 0},
+		{"counter 5.5, response amount", response, "", "5.5", badCounter, 0},
+		{"counter ' 5', response amount", response, "", " 5", "", 5},
+		{"counter 0x3, response amount", response, "", "0x3", "", 3},
+		{"counter ' 5', INCRBY refuses it", reserve, "", " 5", badCounter, 0},
+		{"counter 9 of 10", reserve, "", "9", "", 10},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := newTenant(t, s, rdb, tc.PlanBySlug["free"], 0, nil)
+			if tt.limit != "" {
+				if err := rdb.HSet(ctx, entKey(id), "l:messages", tt.limit).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			key := counterKey(id, s.info(tc.messages), mustPeriodStart(s))
+			if tt.counter != "" {
+				if err := rdb.Set(ctx, key, tt.counter, time.Hour).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			c := tt.check
+			c.TenantID = id
+			var d Decision
+			err := s.Reserve(ctx, &c, &d)
+			if tt.err == "" {
+				if err != nil || d.Outcome != Admitted || d.Current != tt.current {
+					t.Errorf("Reserve: %v current %d, %v; want admitted at %d", d.Outcome, d.Current, err, tt.current)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.err) || d.Outcome != FailedOpen {
+				t.Errorf("Reserve: %v %v, want failed open and an error containing %q", d.Outcome, err, tt.err)
+			}
+			if v, err := rdb.Get(ctx, key).Result(); v != tt.counter {
+				t.Errorf("counter %q (%v), want %q unchanged", v, err, tt.counter)
 			}
 		})
 	}

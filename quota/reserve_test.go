@@ -143,6 +143,7 @@ func TestGaugeDeleteCommit(t *testing.T) {
 		plan      string // "" for a tenant without entitlement
 		gauge     string // the gauge's value before, "" for none, "(list)" a list
 		entString bool   // the entitlement is a string, not a hash
+		limit     string // l:agents, "" for the plan's
 		amount    int64  // what Commit is given
 		want      want
 	}{
@@ -155,6 +156,8 @@ func TestGaugeDeleteCommit(t *testing.T) {
 		{name: "malformed gauge changes nothing", plan: "free", gauge: "x", amount: -1, want: want{0, -1, -1, false, -1}},
 		{name: "gauge DECRBY refuses changes nothing", plan: "free", gauge: "5.0", amount: -1, want: want{0, -1, -1, false, -1}},
 		{name: "gauge of another type changes nothing", plan: "free", gauge: "(list)", amount: -1, want: want{0, -1, -1, false, -1}},
+		{name: "malformed limit still counts", plan: "free", gauge: "3", limit: "inf", amount: -1, want: want{2, -1, -1, false, 2}},
+		{name: "fractional limit still counts", plan: "free", gauge: "3", limit: "4.5", amount: -1, want: want{2, -1, -1, false, 2}},
 		{name: "entitlement of another type still counts", plan: "free", gauge: "3", entString: true, amount: -1, want: want{2, -1, -1, false, 2}},
 	}
 	// Loaded first, so the first delete is not counted as NOSCRIPT and
@@ -180,6 +183,11 @@ func TestGaugeDeleteCommit(t *testing.T) {
 				}
 			default:
 				if err := rdb.Set(ctx, key, tt.gauge, 0).Err(); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if tt.limit != "" {
+				if err := rdb.HSet(ctx, entKey(id), "l:agents", tt.limit).Err(); err != nil {
 					t.Fatal(err)
 				}
 			}

@@ -128,7 +128,7 @@ func (s *Store) deleteGauge(ctx context.Context, d *Decision, n int64) {
 	_, keyArg := boxedString(append(sa.buf[:0], d.key...))
 	args := append(sa.args[:0], nil, nil, twoArg, entArg, keyArg, boxedInt(n), fi.limitField, fi.grace)
 	res, err := gaugeDeleteCall.runSlice(ctx, s.hot, args)
-	if err == nil && (len(res) < 4 || res[0] == codeMalformed) {
+	if err == nil && (len(res) < 4 || (res[0] == codeMalformed && replyInt(res, 4) != malformedLimit)) {
 		// Nothing changed and nothing will: reconcile would fail the same way.
 		s.log.Warn("gauge delete not counted: the gauge in Redis is not an integer, or not a string",
 			zap.String("key", d.key), zap.Int64s("reply", res))
@@ -141,7 +141,12 @@ func (s *Store) deleteGauge(ctx context.Context, d *Decision, n int64) {
 		return
 	}
 	d.Current = res[1]
-	if res[0] == int64(UnknownTenant) {
+	if res[0] == codeMalformed {
+		// Counted, but the limit is no integer: no headers.
+		s.log.Warn("gauge delete counted, but its limit in Redis is not an integer",
+			zap.String("tenant", d.tenant), zap.String("feature", d.Feature.Name))
+	}
+	if res[0] == int64(UnknownTenant) || res[0] == codeMalformed {
 		d.Limit, d.Ceiling, d.Warning = -1, -1, false
 		return
 	}
