@@ -32,6 +32,7 @@ func newBenchTenant(b *testing.B, plan string, limits map[string]int64, lease bo
 	}
 	s := newStore(b, rdb, tc.Config, opts...)
 	id := newTenant(b, s, rdb, tc.PlanBySlug[plan], 0, limits)
+	closeFirst(b, s)
 	return benchTenant{rdb: rdb, s: s, c: &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}}
 }
 

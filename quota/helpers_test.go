@@ -89,6 +89,16 @@ func newStore(tb testing.TB, rdb redis.UniversalClient, cfg *config.Config, opts
 	return s
 }
 
+// closeFirst closes s when tb ends, before the cleanups registered so far
+// run (they run last in, first out): Close gives s's leases back and
+// pushes its pending counts, which would write the keys of tenants whose
+// cleanup already deleted them. Call it after newTenant when s holds
+// leases of the tenant or may keep counts for it; newStore's own Close
+// then does nothing.
+func closeFirst(tb testing.TB, s *Store) {
+	tb.Cleanup(func() { _ = s.Close() })
+}
+
 func randomTenant(tb testing.TB) string {
 	var b [8]byte
 	if _, err := rand.Read(b[:]); err != nil {

@@ -243,6 +243,7 @@ func TestLeaseCommandsPerRequest(t *testing.T) {
 	tc := newLeaseConfig()
 	s := newStore(t, rdb, tc.Config)
 	id := newTenant(t, s, rdb, tc.PlanBySlug["free"], 0, map[string]int64{"messages": 1_000_000})
+	closeFirst(t, s)
 	ctx := context.Background()
 	c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
 
@@ -296,6 +297,8 @@ func TestLeaseExpiryReturnsUnits(t *testing.T) {
 	b := newStore(t, rdbB, tc.Config, WithLeaseTTL(ttl))
 	const limit = 20
 	id := newTenant(t, a, rdbA, tc.PlanBySlug["free"], 0, map[string]int64{"messages": limit})
+	closeFirst(t, a)
+	closeFirst(t, b)
 	c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
 	ctx := context.Background()
 
@@ -348,8 +351,6 @@ func TestLeaseExpiryReturnsUnits(t *testing.T) {
 func TestLeaseOutcomes(t *testing.T) {
 	rdb := testClient(t)
 	tc := newLeaseConfig()
-	s := newStore(t, rdb, tc.Config)
-	_, end := Period(0, s.now())
 
 	type want struct {
 		outcome  Outcome
@@ -395,6 +396,10 @@ func TestLeaseOutcomes(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			// A store per case: it holds the case's lease until closed,
+			// which must happen before the tenant's cleanup.
+			s := newStore(t, rdb, tc.Config)
+			_, end := Period(0, s.now())
 			var id string
 			if tt.unknown {
 				id = randomTenant(t)
@@ -402,6 +407,7 @@ func TestLeaseOutcomes(t *testing.T) {
 			} else {
 				id = newTenant(t, s, rdb, tc.PlanBySlug[tt.plan], 0, nil)
 			}
+			closeFirst(t, s)
 			c := tt.check
 			c.TenantID = id
 			for i := range tt.before {
@@ -485,6 +491,7 @@ func TestLeasePeriodRollover(t *testing.T) {
 	s := newStore(t, rdb, tc.Config, WithClock(clock.Now))
 	ctx := context.Background()
 	id := newTenant(t, s, rdb, tc.PlanBySlug["free"], 0, nil)
+	closeFirst(t, s)
 	c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
 
 	for range 10 {
@@ -527,6 +534,7 @@ func TestLeasePlanChangeWithinBound(t *testing.T) {
 	other := newStore(t, testClient(t), tc.Config)
 	ctx := context.Background()
 	id := newTenant(t, s, rdb, tc.PlanBySlug["mini"], 0, nil)
+	closeFirst(t, s)
 	c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1, Flags: []*config.Feature{tc.integrations}}
 
 	for range 20 {
@@ -556,6 +564,7 @@ func TestLeaseRedisDown(t *testing.T) {
 	rdb := testClient(t)
 	s := newStore(t, switchClient(t, sw), tc.Config, WithLeaseTTL(400*time.Millisecond))
 	id := newTenant(t, s, rdb, tc.PlanBySlug["mini"], 0, nil)
+	closeFirst(t, s)
 	c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
 	ctx := context.Background()
 
