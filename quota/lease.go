@@ -355,6 +355,17 @@ func (s *Store) runLease(ctx context.Context, ls *leaseState, call leaseCall) (i
 		ls.validUntil.Store(started + int64(s.leaseValid))
 	case int64(UnknownTenant):
 		ls.validUntil.Store(0)
+	case codeMalformed:
+		// Nothing was written: the call is kept and re-sent (its
+		// sequence number unchanged) until the value is repaired.
+		what, ok := res[6].(int64)
+		if !ok {
+			return 0, 0, fmt.Errorf("lease %s: unexpected script reply %v", ls.key, res)
+		}
+		if what == malformedLease {
+			return 0, 0, fmt.Errorf("lease %s: malformed lease hash %s in Redis: not a hash", ls.key, ls.lkey)
+		}
+		return 0, 0, fmt.Errorf("lease %s: %w", ls.key, malformedError(what, ls.tenant, ls.fi.f, ls.key, nil))
 	case codeAnchorMismatch:
 		a, err := strconv.ParseInt(replyString(res, 6), 10, 64)
 		if err != nil {

@@ -27,14 +27,38 @@
 --
 -- Reply: {code, used, limit, ceiling, grant, others, plan name, flags}
 -- code 1 ok (grant may be 0), 4 unknown tenant, 7 anchor mismatch (+ anchor
--- in place of the plan name). others is the sum of the other live leases;
+-- in place of the plan name), 8 a value in Redis that Tollgate does not
+-- write (+ what, as in reserve.lua, in place of the plan name: 2 the
+-- counter, 3 the limit, 4 the entitlement, which is no hash, 5 the lease
+-- hash, which is no hash). others is the sum of the other live leases;
 -- flags has one '1'/'0' per ARGV[12..].
+--
+-- Everything is read and checked before anything is written, with pcall
+-- where a key of another type would raise: a call answered 8 has changed
+-- nothing, so its retry (the same sequence number) applies it once the
+-- value is repaired. (An error after the counter's INCRBY would leave the
+-- report applied without its sequence number, and the retry would apply
+-- it again.) Numbers read must be integers within +-2^53, as in
+-- reserve.lua.
 local ent, key, lk = KEYS[1], KEYS[2], KEYS[3]
 local id, seq = ARGV[5], ARGV[6]
 local lttl = tonumber(ARGV[11])
 local keep = 60000 -- ms an expired field stays readable for retries
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function malformed(what)
+  return {8, 0, 0, 0, 0, 0, what, ''}
+end
+
+-- int is v as an integer within +-2^53, or nil (v may be an error table).
+local function int(v)
+  local n = tonumber(v)
+  if n and n % 1 == 0 and n >= -2^53 and n <= 2^53 then
+    return n
+  end
+  return nil
+end
 
 local function parse(v)
   local u, e, s, g = string.match(v, '^(%-?%d+):(%d+):(%d+):(%-?%d+)$')
@@ -44,8 +68,35 @@ local function parse(v)
   return tonumber(u), tonumber(e), s, tonumber(g)
 end
 
+local own = redis.pcall('HGET', lk, id)
+if type(own) == 'table' then
+  return malformed(5)
+end
+local used = redis.pcall('GET', key)
+if used then
+  used = int(used)
+  if not used then
+    return malformed(2)
+  end
+else
+  used = 0
+end
+-- The entitlement: anchor, limit, plan name, then the flags.
+local known = redis.call('EXISTS', ent) == 1
+local h, limit
+if known then
+  h = redis.pcall('HMGET', ent, 'anchor', ARGV[4], 'plan_name', unpack(ARGV, 12))
+  if h.err then
+    return malformed(4)
+  end
+  -- A feature missing from the hash was never granted: limit 0.
+  limit = int(h[2] or '0')
+  if not limit then
+    return malformed(3)
+  end
+end
+
 local units, alive, dup, lastg = 0, false, false, 0
-local own = redis.call('HGET', lk, id)
 if own then
   local u, e, s, g = parse(own)
   if e > now then
@@ -62,19 +113,20 @@ end
 
 if not dup then
   local consumed = tonumber(ARGV[7])
+  if consumed < 0 and used + consumed < 0 then
+    consumed = -used
+  end
   if consumed ~= 0 then
-    if consumed < 0 then
-      local cur = tonumber(redis.call('GET', key) or '0') or 0
-      if cur + consumed < 0 then
-        consumed = -cur
-      end
+    -- The first write: a counter tonumber reads but INCRBY refuses
+    -- (" 5") still leaves everything unchanged.
+    local v = redis.pcall('INCRBY', key, consumed)
+    if type(v) ~= 'number' then
+      return malformed(2)
     end
-    if consumed ~= 0 then
-      redis.call('INCRBY', key, consumed)
-      local ttl = tonumber(ARGV[3])
-      if consumed > 0 and ttl > 0 then
-        redis.call('EXPIRE', key, ttl)
-      end
+    used = v
+    local ttl = tonumber(ARGV[3])
+    if consumed > 0 and ttl > 0 then
+      redis.call('EXPIRE', key, ttl)
     end
   end
   if alive then
@@ -97,33 +149,30 @@ local function save(grant)
   return grant
 end
 
-if redis.call('EXISTS', ent) == 0 then
+if not known then
   save(0)
   return {4, 0, 0, 0, 0, 0, '', ''}
 end
 
-local anchor = redis.call('HGET', ent, 'anchor') or '0'
+local anchor = h[1] or '0'
 if tonumber(anchor) ~= tonumber(ARGV[1]) then
   save(0)
   return {7, 0, 0, 0, 0, 0, anchor, ''}
 end
 
 local flags = {}
-for i = 12, #ARGV do
-  flags[#flags + 1] = (redis.call('HGET', ent, ARGV[i]) == '1') and '1' or '0'
+for i = 4, #h do
+  flags[#flags + 1] = (h[i] == '1') and '1' or '0'
 end
 flags = table.concat(flags)
-local plan = redis.call('HGET', ent, 'plan_name') or ''
+local plan = h[3] or ''
 
--- A feature missing from the hash was never granted: limit 0.
-local limit = tonumber(redis.call('HGET', ent, ARGV[4]) or '0') or 0
 local ceiling = -1
 if limit < 0 then
   limit = -1
 else
   ceiling = math.floor(limit * tonumber(ARGV[2]) + 1e-9)
 end
-local used = tonumber(redis.call('GET', key) or '0') or 0
 
 -- Sum the other live leases; forget fields expired long ago.
 local others, live = 0, 1

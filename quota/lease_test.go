@@ -663,3 +663,151 @@ func TestLeaseRetryAfterLostReply(t *testing.T) {
 		}
 	}
 }
+
+// TestLeaseMalformedValues: a lease call that meets a value Tollgate does
+// not write (a limit or counter that is no integer within +-2^53, a key of
+// another type) fails the request with the fail mode and an error naming
+// it, and writes nothing: no lease, no count.
+func TestLeaseMalformedValues(t *testing.T) {
+	rdb := testClient(t)
+	tc := newLeaseConfig()
+	ctx := context.Background()
+	reserve := Check{Meter: fixed(tc.messages, 1), Amount: 1}
+	response := Check{Meter: fromResponse(tc.messages)}
+	const badLimit, badCounter = "malformed limit l:messages of tenant ", "malformed counter "
+	limit := func(v string) func(ent, counter, lease string) error {
+		return func(ent, _, _ string) error { return rdb.HSet(ctx, ent, "l:messages", v).Err() }
+	}
+	counter := func(v string) func(ent, counter, lease string) error {
+		return func(_, c, _ string) error { return rdb.Set(ctx, c, v, time.Hour).Err() }
+	}
+	tests := []struct {
+		name  string
+		check Check
+		spoil func(ent, counter, lease string) error
+		err   string // "" for admitted
+	}{
+		{"limit nan", reserve, limit("nan"), badLimit},
+		{"limit inf", reserve, limit("inf"), badLimit},
+		{"limit 1e400", reserve, limit("1e400"), badLimit},
+		{"limit abc", reserve, limit("abc"), badLimit},
+		{"limit 2.5", reserve, limit("2.5"), badLimit},
+		{"limit nan, response amount", response, limit("nan"), badLimit},
+		{"counter nan", reserve, counter("nan"), badCounter},
+		{"counter 5.5", reserve, counter("5.5"), badCounter},
+		{"counter inf", reserve, counter("inf"), badCounter},
+		{"counter abc", reserve, counter("abc"), badCounter},
+		{"counter nan, response amount", response, counter("nan"), badCounter},
+		{"counter 5.5, response amount", response, counter("5.5"), badCounter},
+		{"counter ' 5' is read as 5", response, counter(" 5"), ""},
+		{"counter 0x3 is read as 3", reserve, counter("0x3"), ""},
+		{"counter is a list", reserve, func(_, c, _ string) error { return rdb.RPush(ctx, c, "1").Err() }, badCounter},
+		{"entitlement is a string", reserve, func(e, _, _ string) error { return rdb.Set(ctx, e, "free", 0).Err() }, "not a hash"},
+		{"lease hash is a string", reserve, func(_, _, l string) error { return rdb.Set(ctx, l, "x", 0).Err() }, "malformed lease hash "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t, rdb, tc.Config)
+			id := newTenant(t, s, rdb, tc.PlanBySlug["free"], 0, nil)
+			closeFirst(t, s)
+			start, _ := Period(0, s.now())
+			key := counterKey(id, s.info(tc.messages), start.Unix())
+			lkey := leaseKey(id, s.info(tc.messages), start.Unix())
+			if err := tt.spoil(entKey(id), key, lkey); err != nil {
+				t.Fatal(err)
+			}
+			before := dumpKeys(t, rdb, entKey(id), key, lkey)
+			c := tt.check
+			c.TenantID = id
+			var d Decision
+			err := s.Reserve(ctx, &c, &d)
+			if tt.err == "" {
+				if err != nil || d.Outcome != Admitted {
+					t.Errorf("Reserve: %v %v, want admitted", d.Outcome, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.err) || d.Outcome != FailedOpen {
+				t.Errorf("Reserve: %v %v, want failed open and an error containing %q", d.Outcome, err, tt.err)
+			}
+			if after := dumpKeys(t, rdb, entKey(id), key, lkey); after != before {
+				t.Errorf("the call wrote:\nbefore %s\nafter  %s", before, after)
+			}
+		})
+	}
+}
+
+// dumpKeys is the keys' serialized values, to tell whether a call wrote
+// any of them.
+func dumpKeys(t *testing.T, rdb *redis.Client, keys ...string) string {
+	t.Helper()
+	var b strings.Builder
+	for _, k := range keys {
+		v, err := rdb.Dump(context.Background(), k).Result()
+		if err != nil && err != redis.Nil {
+			t.Fatal(err)
+		}
+		b.WriteString(strconv.Quote(v) + " ")
+	}
+	return b.String()
+}
+
+// TestLeaseReportAfterMalformedValue: a lease report that meets a
+// malformed value fails with nothing applied, and its retry, once the
+// value is repaired, counts the usage once.
+func TestLeaseReportAfterMalformedValue(t *testing.T) {
+	rdb := testClient(t)
+	tc := newLeaseConfig()
+	ctx := context.Background()
+	tests := []struct {
+		name          string
+		spoil, repair func(s *Store, id string) error
+	}{
+		{"entitlement becomes a string",
+			func(s *Store, id string) error { return rdb.Set(ctx, entKey(id), "free", 0).Err() },
+			func(s *Store, id string) error {
+				if err := rdb.Del(ctx, entKey(id)).Err(); err != nil {
+					return err
+				}
+				return s.PutEntitlement(ctx, Entitlement{TenantID: id, Plan: tc.PlanBySlug["mini"]})
+			}},
+		{"limit becomes nan",
+			func(s *Store, id string) error { return rdb.HSet(ctx, entKey(id), "l:messages", "nan").Err() },
+			func(s *Store, id string) error { return rdb.HSet(ctx, entKey(id), "l:messages", "100").Err() }},
+		{"lease hash becomes a string",
+			func(s *Store, id string) error {
+				start, _ := Period(0, s.now())
+				return rdb.Set(ctx, leaseKey(id, s.info(tc.messages), start.Unix()), "x", 0).Err()
+			},
+			func(s *Store, id string) error {
+				start, _ := Period(0, s.now())
+				return rdb.Del(ctx, leaseKey(id, s.info(tc.messages), start.Unix())).Err()
+			}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := newStore(t, rdb, tc.Config)
+			id := newTenant(t, s, rdb, tc.PlanBySlug["mini"], 0, nil)
+			closeFirst(t, s)
+			c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
+			for range 5 {
+				if d := mustReserve(t, s, c); d.Outcome != Admitted {
+					t.Fatalf("reserve: %v", d.Outcome)
+				}
+			}
+			if err := tt.spoil(s, id); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.FlushLeases(ctx); err == nil {
+				t.Fatal("FlushLeases with a malformed value returned no error")
+			}
+			if err := tt.repair(s, id); err != nil {
+				t.Fatal(err)
+			}
+			mustFlush(t, s)
+			if n := usage(t, s, id, tc.messages); n != 5 {
+				t.Errorf("usage = %d, want 5", n)
+			}
+		})
+	}
+}

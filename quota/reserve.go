@@ -42,13 +42,14 @@ const (
 )
 
 // What a codeMalformed reply found not to be what Tollgate writes (its
-// extra, at index 4 of a reserve reply).
+// extra, at index 4 of a reserve reply, 6 of a lease reply).
 const (
 	malformedScript      = 0 // reserve raised an error; its text follows (reserve_batch.lua)
 	malformedAnchor      = 1 // the entitlement's billing anchor
 	malformedCounter     = 2 // the counter: not an integer, or a key of another type
 	malformedLimit       = 3 // the feature's limit in the entitlement: not an integer
 	malformedEntitlement = 4 // the entitlement key is no hash
+	malformedLease       = 5 // the lease hash is no hash (lease.lua only)
 )
 
 // maxAnchorRetries bounds how often one Reserve follows anchor changes; more
