@@ -22,10 +22,10 @@
 -- (extra: 0-based flag index), 4 unknown tenant, 7 anchor mismatch (extra:
 -- the real anchor), 8 a value in Redis that is not what Tollgate writes
 -- (extra: 1 the anchor, 2 the counter, 3 the limit, 4 the entitlement,
--- which is no hash; reserve_batch.lua adds 0, see there). Over limit and locked append the
--- plan's display name as one integer per byte (its first 255 bytes;
--- string.byte's results expand in place at the end of a table
--- constructor).
+-- which is no hash; reserve_batch.lua adds 0, see there). Over limit and
+-- locked append the plan's display name as one integer per byte (its
+-- first 255 bytes; string.byte's results expand in place at the end of a
+-- table constructor).
 --
 -- Numbers read from Redis (anchor, limit, counter) must be integers within
 -- +-2^53, where a double is exact: n % 1 == 0 rules out fractions, and NaN

@@ -38,7 +38,8 @@ while a <= #ARGV do
   k, a = k + nk, a + 3 + na
   local ok, r, m, step, rest = pcall(reserve, keys, argv, count)
   if not ok then
-    -- Redis's command errors are tables, Lua's own strings.
+    -- Lua's own errors are strings; a command's error raised by
+    -- redis.call is a string or an error table, by Redis version.
     local e = type(r) == 'table' and r.err or tostring(r)
     r, m, step, rest = {8, 0, 0, 0, 0, string.byte(e, 1, 255)}, count - 1, 0, nil
   end
