@@ -339,7 +339,6 @@ func (r *Restorer) restoreCounts(ctx context.Context, epoch int64, items []Item)
 				args = append(args, it.Used, ttl)
 			}
 			restoreScript.EvalSha(ctx, p, keys, args...)
-			n += len(its)
 		}
 		cmds, err := p.Exec(ctx)
 		if err != nil {
@@ -349,6 +348,19 @@ func (r *Restorer) restoreCounts(ctx context.Context, epoch int64, items []Item)
 				}
 			}
 			return 0, fmt.Errorf("restore counts: %w", err)
+		}
+		for j, c := range cmds {
+			tid := order[i+j]
+			if v, _ := c.(*redis.Cmd).Int64(); v < 0 {
+				// One tenant's bad value must not hold up every other
+				// tenant's restore (and with it every flush): its counts
+				// stay out, and its requests report the value as
+				// malformed until an operator repairs it.
+				r.log.Warn("restore: a tenant's counter in Redis is not a number; its counts were not restored",
+					zap.String("tenant", tid))
+				continue
+			}
+			n += len(byTenant[tid])
 		}
 	}
 	return n, nil

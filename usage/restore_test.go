@@ -237,3 +237,77 @@ func TestRestoreWhenRedisCarriesAnotherDatabasesEpoch(t *testing.T) {
 	}
 	checkTenant(t, tn.ID, tn.ID, qs, "pro")
 }
+
+// A tenant whose counter in Redis holds what Tollgate never writes is left
+// out of the restore, whole: none of its counters is changed (a retry must
+// not add the others twice), and every other tenant is restored, so one bad
+// value does not hold up the restore and, with it, every flush.
+func TestRestoreLeavesOutATenantWithAMalformedCounter(t *testing.T) {
+	t.Parallel()
+	cfg := testConfig(t)
+	rdb := privateRedis(t)
+	store, _ := newBilling(t, cfg)
+	ctx := testCtx(t)
+	qs := quota.New(rdb, cfg)
+	defer qs.Close()
+	r := usage.NewRestorer(rdb, store, qs, cfg)
+	var ids []string
+	for _, name := range []string{"Good", "Bad"} {
+		tn, _, err := store.CreateTenant(ctx, name, "free")
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids = append(ids, tn.ID)
+	}
+	// The first restore writes their entitlements into the empty Redis.
+	if ok, _, err := r.RestoreIfNeeded(ctx); err != nil || !ok {
+		t.Fatalf("first restore: %v %v", ok, err)
+	}
+	msgs, agents := cfg.FeatureByName["messages"], cfg.FeatureByName["agents"]
+	f := usage.NewFlusher(rdb, usage.StoreSink{Store: store})
+	for _, id := range ids {
+		for range 3 {
+			d := reserve(t, qs, id, msgs, 1)
+			f.Touch(d.CounterKey())
+		}
+		d := reserve(t, qs, id, agents, 1)
+		f.Touch(d.CounterKey())
+	}
+	if err := f.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	good, bad := ids[0], ids[1]
+
+	if err := rdb.FlushAll(ctx).Err(); err != nil {
+		t.Fatal(err)
+	}
+	start, _ := thisMonth()
+	for _, c := range []struct {
+		name string
+		set  func(key string) error
+	}{
+		{"a list", func(key string) error { return rdb.RPush(ctx, key, "x").Err() }},
+		{"a fraction", func(key string) error { return rdb.Set(ctx, key, "2.5", 0).Err() }},
+	} {
+		rdb.Del(ctx, usage.EpochKey, "tg:{"+good+"}:restored", "tg:{"+bad+"}:restored",
+			meteredKey(good, "messages", start), "tg:{"+good+"}:g:agents", meteredKey(bad, "messages", start))
+		gauge := "tg:{" + bad + "}:g:agents"
+		rdb.Del(ctx, gauge)
+		if err := c.set(gauge); err != nil {
+			t.Fatal(err)
+		}
+		if ok, _, err := r.RestoreIfNeeded(ctx); err != nil || !ok {
+			t.Fatalf("%s: restore: %v %v", c.name, ok, err)
+		}
+		if m, a := redisInt(t, rdb, meteredKey(good, "messages", start)), redisInt(t, rdb, "tg:{"+good+"}:g:agents"); m != 3 || a != 1 {
+			t.Errorf("%s: the other tenant restored with messages %d agents %d, want 3 and 1", c.name, m, a)
+		}
+		if n := rdb.Exists(ctx, meteredKey(bad, "messages", start)).Val(); n != 0 {
+			t.Errorf("%s: the malformed tenant's messages counter was restored (%s) without its gauge",
+				c.name, rdb.Get(ctx, meteredKey(bad, "messages", start)).Val())
+		}
+		if n := rdb.Exists(ctx, "tg:{"+bad+"}:restored").Val(); n != 0 {
+			t.Errorf("%s: the malformed tenant is marked restored", c.name)
+		}
+	}
+}
