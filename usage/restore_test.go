@@ -6,6 +6,9 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/quota"
 	"github.com/tollgate/tollgate/tenant"
@@ -16,12 +19,8 @@ import (
 // and this period's counts, and at-limit stays at-limit.
 func TestRestoreAfterRedisWipe(t *testing.T) {
 	t.Parallel()
-	cfg := testConfig(t)
-	rdb := privateRedis(t)
-	store, _ := newBilling(t, cfg)
+	cfg, rdb, store, qs := restoreSetup(t)
 	ctx := testCtx(t)
-	qs := quota.New(rdb, cfg)
-	defer qs.Close()
 	r := usage.NewRestorer(rdb, store, qs, cfg)
 
 	tn, apiKey, err := store.CreateTenant(ctx, "Acme", "free")
@@ -141,12 +140,8 @@ func TestRestoreAfterRedisWipe(t *testing.T) {
 
 func TestRestorerRunRestoresWithinTheLoop(t *testing.T) {
 	t.Parallel()
-	cfg := testConfig(t)
-	rdb := privateRedis(t)
-	store, _ := newBilling(t, cfg)
+	cfg, rdb, store, qs := restoreSetup(t)
 	ctx := testCtx(t)
-	qs := quota.New(rdb, cfg)
-	defer qs.Close()
 	tn, _, err := store.CreateTenant(ctx, "Loop", "pro")
 	if err != nil {
 		t.Fatal(err)
@@ -164,6 +159,18 @@ func TestRestorerRunRestoresWithinTheLoop(t *testing.T) {
 		t.Fatal(err)
 	}
 	checkTenant(t, tn.ID, tn.ID, qs, "pro")
+}
+
+// restoreSetup gives a restore test a private Redis (it is wiped), a
+// billing store of its own and a quota store on that Redis.
+func restoreSetup(t *testing.T) (*config.Config, *redis.Client, *billing.Store, *quota.Store) {
+	t.Helper()
+	cfg := testConfig(t)
+	rdb := privateRedis(t)
+	store, _ := newBilling(t, cfg)
+	qs := quota.New(rdb, cfg)
+	t.Cleanup(func() { qs.Close() })
+	return cfg, rdb, store, qs
 }
 
 func reserve(t *testing.T, qs *quota.Store, tid string, f *config.Feature, n int64) quota.Decision {
@@ -201,12 +208,8 @@ func checkTenant(t *testing.T, got, want string, qs *quota.Store, plan string) {
 // would otherwise be refused as stale forever.
 func TestRestoreWhenRedisCarriesAnotherDatabasesEpoch(t *testing.T) {
 	t.Parallel()
-	cfg := testConfig(t)
-	rdb := privateRedis(t)
-	store, _ := newBilling(t, cfg)
+	cfg, rdb, store, qs := restoreSetup(t)
 	ctx := testCtx(t)
-	qs := quota.New(rdb, cfg)
-	defer qs.Close()
 	tn, _, err := store.CreateTenant(ctx, "Elsewhere", "pro")
 	if err != nil {
 		t.Fatal(err)
@@ -244,12 +247,8 @@ func TestRestoreWhenRedisCarriesAnotherDatabasesEpoch(t *testing.T) {
 // value does not hold up the restore and, with it, every flush.
 func TestRestoreLeavesOutATenantWithAMalformedCounter(t *testing.T) {
 	t.Parallel()
-	cfg := testConfig(t)
-	rdb := privateRedis(t)
-	store, _ := newBilling(t, cfg)
+	cfg, rdb, store, qs := restoreSetup(t)
 	ctx := testCtx(t)
-	qs := quota.New(rdb, cfg)
-	defer qs.Close()
 	r := usage.NewRestorer(rdb, store, qs, cfg)
 	var ids []string
 	for _, name := range []string{"Good", "Bad"} {
