@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net"
+	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -17,7 +18,9 @@ import (
 
 // switchRedis is a Redis connection the test can cut and restore: while
 // down, dials are refused and open connections fail, like a Redis restart.
-type switchRedis struct{ down atomic.Bool }
+// While lag is set, Redis runs what it is sent but its replies are lost:
+// the reader's deadline passes first.
+type switchRedis struct{ down, lag atomic.Bool }
 
 var errDown = errors.New("redis is down (test)")
 
@@ -36,13 +39,37 @@ func (sw *switchRedis) dial(ctx context.Context, network, addr string) (net.Conn
 type switchConn struct {
 	net.Conn
 	sw *switchRedis
+	mu sync.Mutex
+	dl time.Time // the read deadline
+}
+
+func (c *switchConn) SetReadDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.dl = t
+	c.mu.Unlock()
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *switchConn) SetDeadline(t time.Time) error {
+	c.mu.Lock()
+	c.dl = t
+	c.mu.Unlock()
+	return c.Conn.SetDeadline(t)
 }
 
 func (c *switchConn) Read(b []byte) (int, error) {
 	if c.sw.down.Load() {
 		return 0, errDown
 	}
-	return c.Conn.Read(b)
+	n, err := c.Conn.Read(b)
+	if n > 0 && c.sw.lag.Load() {
+		c.mu.Lock()
+		dl := c.dl
+		c.mu.Unlock()
+		time.Sleep(time.Until(dl))
+		return 0, os.ErrDeadlineExceeded
+	}
+	return n, err
 }
 
 func (c *switchConn) Write(b []byte) (int, error) {
@@ -54,10 +81,18 @@ func (c *switchConn) Write(b []byte) (int, error) {
 
 func switchClient(t *testing.T, sw *switchRedis) *redis.Client {
 	t.Helper()
+	return switchClientTimeout(t, sw, 0)
+}
+
+// switchClientTimeout is switchClient with the client's read timeout, which
+// bounds the pipeline's calls too (0: go-redis's default).
+func switchClientTimeout(t *testing.T, sw *switchRedis, timeout time.Duration) *redis.Client {
+	t.Helper()
 	opt, err := redis.ParseURL(redisURL())
 	if err != nil {
 		t.Fatal(err)
 	}
+	opt.ReadTimeout = timeout
 	opt.Dialer = sw.dial
 	opt.MaxRetries = -1
 	opt.DialerRetries = 1 // go-redis retries dials 5 times with backoff by default
@@ -252,6 +287,58 @@ func TestSettleWhileDownIsReconciled(t *testing.T) {
 		if n := usage(t, admin, id, c.f); n != c.want {
 			t.Errorf("%s = %d, want %d", c.f.Name, n, c.want)
 		}
+	}
+}
+
+// TestDecrementWhoseReplyIsLost: a release or a gauge delete that Redis
+// applied but whose reply was lost is not kept for reconcile, which would
+// apply it a second time and take off units other requests used; one
+// whose write never left still is (TestSettleWhileDownIsReconciled).
+func TestDecrementWhoseReplyIsLost(t *testing.T) {
+	tc := newTestConfig()
+	good := testClient(t)
+	admin := newStore(t, good, tc.Config)
+	sw := &switchRedis{}
+	s := newStore(t, switchClientTimeout(t, sw, 200*time.Millisecond), tc.Config)
+	ctx := context.Background()
+	lost := func(settle func()) {
+		sw.lag.Store(true)
+		defer sw.lag.Store(false)
+		settle()
+	}
+	tests := []struct {
+		name   string
+		f      *config.Feature
+		settle func(t *testing.T, id string)
+		want   int64
+	}{
+		{"release", tc.messages, func(t *testing.T, id string) {
+			mustReserve(t, s, &Check{TenantID: id, Meter: fixed(tc.messages, 5), Amount: 5})
+			d := mustReserve(t, s, &Check{TenantID: id, Meter: fixed(tc.messages, 5), Amount: 5})
+			lost(func() { s.Release(ctx, &d) })
+		}, 5},
+		{"gauge delete", tc.agents, func(t *testing.T, id string) {
+			if err := admin.SetGauge(ctx, id, tc.agents, 2); err != nil {
+				t.Fatal(err)
+			}
+			d := mustReserve(t, s, &Check{TenantID: id, Meter: fixed(tc.agents, -1), Amount: -1})
+			lost(func() { s.Commit(ctx, &d, -1) })
+		}, 1},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			id := newTenant(t, admin, good, tc.PlanBySlug["mini"], 0, nil)
+			tt.settle(t, id)
+			if s.hasPending() {
+				t.Error("a decrement Redis may have applied was kept for reconcile")
+			}
+			if err := s.Reconcile(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if n := usage(t, admin, id, tt.f); n != tt.want {
+				t.Errorf("%s = %d after reconcile, want %d (applied once)", tt.f.Name, n, tt.want)
+			}
+		})
 	}
 }
 

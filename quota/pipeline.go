@@ -285,6 +285,7 @@ func (ln *pipeLane) write(ctx context.Context, batch *pipeCall) bool {
 	l, err := ln.linkLocked(ctx)
 	if err != nil {
 		ln.mu.Unlock()
+		err = notSentError{err}
 		for c := batch; c != nil; {
 			next := c.next
 			c.cmd.SetErr(err)
@@ -295,6 +296,10 @@ func (ln *pipeLane) write(ctx context.Context, batch *pipeCall) bool {
 	}
 	now := time.Now()
 	idle := l.head == len(l.queue)
+	// This write's calls are queued from here on. The queue is only
+	// compacted once every call in it is answered, and these cannot be
+	// before they are written, so the index holds through the write.
+	from := len(l.queue)
 	buf, n := l.buf[:0], 0
 	// Calls that a batch script may run, oldest first, held back from the
 	// write until all are seen. Only one script has a batch form today;
@@ -358,12 +363,16 @@ func (ln *pipeLane) write(ctx context.Context, batch *pipeCall) bool {
 	ln.mu.Unlock()
 	// Only the writer touches l.buf, and there is one writer at a time:
 	// the lane stays with this writer until its write has returned.
-	_, err = l.conn.Write(buf)
+	nw, err := l.conn.Write(buf)
 	ln.mu.Lock()
 	defer ln.mu.Unlock()
 	l.inWrite = false
 	if err != nil {
-		ln.failLocked(l, fmt.Errorf("redis pipeline write: %w", err))
+		unsent := len(l.queue)
+		if nw == 0 {
+			unsent = from
+		}
+		ln.failFromLocked(l, fmt.Errorf("redis pipeline write: %w", err), unsent)
 	}
 	// Every reply may have come, or the link failed, during the write:
 	// deliver and failLocked then left the lane to this writer.
@@ -631,6 +640,17 @@ func (p *pipeline) connect(ctx context.Context) (net.Conn, error) {
 
 var errPipeClosed = errors.New("redis pipeline: closed")
 
+// errNotSent is in the chain of a call's error when the pipeline failed it
+// before writing any of it: Redis never saw the call, so sending it again
+// cannot apply it twice. Any other failure after the write (a timeout, a
+// dropped connection) leaves open whether Redis ran it.
+var errNotSent = errors.New("not sent")
+
+type notSentError struct{ err error }
+
+func (e notSentError) Error() string   { return e.err.Error() }
+func (e notSentError) Unwrap() []error { return []error{e.err, errNotSent} }
+
 // Close drops the connections, failing what is in flight, and refuses
 // further calls.
 func (p *pipeline) Close() {
@@ -651,6 +671,13 @@ func (p *pipeline) Close() {
 // the lane once it has released ln.mu (not so while a writer is still in
 // its write: the writer carries on).
 func (ln *pipeLane) failLocked(l *pipeLink, err error) bool {
+	return ln.failFromLocked(l, err, len(l.queue))
+}
+
+// failFromLocked is failLocked where the calls from queue index unsent on
+// were never written (their write failed before its first byte): they get
+// err as a notSentError, so their callers know Redis never ran them.
+func (ln *pipeLane) failFromLocked(l *pipeLink, err error, unsent int) bool {
 	if l.dead {
 		return false
 	}
@@ -659,8 +686,12 @@ func (ln *pipeLane) failLocked(l *pipeLink, err error) bool {
 	if ln.link == l {
 		ln.link = nil
 	}
-	for _, c := range l.queue[l.head:] {
-		answerErr(c, err)
+	for i := l.head; i < len(l.queue); i++ {
+		if i >= unsent {
+			answerErr(l.queue[i], notSentError{err})
+		} else {
+			answerErr(l.queue[i], err)
+		}
 	}
 	l.queue, l.head = nil, 0
 	if l.busy && !l.inWrite {

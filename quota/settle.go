@@ -2,8 +2,11 @@ package quota
 
 import (
 	"context"
+	"errors"
+	"net"
 	"time"
 
+	"github.com/redis/go-redis/v9"
 	"go.uber.org/zap"
 
 	"github.com/tollgate/tollgate/config"
@@ -11,7 +14,8 @@ import (
 
 // Release gives back d.Reserved after the upstream answered non-2xx, timed
 // out or failed. The counter never goes below zero. When Redis cannot be
-// reached the give-back is kept locally and reconciled later. Releasing
+// reached the give-back is kept locally and reconciled later; when it may
+// have been applied before its reply was lost, it is dropped (mayHaveRun). Releasing
 // twice is harmless: d.Reserved is cleared.
 func (s *Store) Release(ctx context.Context, d *Decision) {
 	if d == nil || d.Outcome != Admitted || d.Reserved <= 0 || d.key == "" {
@@ -107,10 +111,38 @@ func (s *Store) adjust(ctx context.Context, d *Decision, delta int64) {
 	_, keyArg := boxedString(append(sa.buf[:0], d.key...))
 	args := append(sa.args[:0], nil, nil, oneKeyArg, keyArg, boxedInt(delta), boxedInt(ttl), markerTTLArg)
 	if _, err := adjustCall.runInt(ctx, s.hot, args); err != nil {
+		if delta < 0 && mayHaveRun(err) {
+			s.log.Warn("quota release may have been applied before its reply was lost; not retried, so it is never applied twice",
+				zap.String("key", d.key), zap.Int64("delta", delta), zap.Error(err))
+			return
+		}
 		s.log.Warn("quota adjust failed; kept for reconcile",
 			zap.String("key", d.key), zap.Int64("delta", delta), zap.Error(err))
 		s.addPending(d.key, delta, d.expiry())
 	}
+}
+
+// mayHaveRun reports whether a failed call may still have been applied:
+// it was sent, and its reply was lost (a timeout, a dropped connection). A
+// call the pipeline never wrote, one whose dial failed, or one Redis
+// answered with an error (the scripts check before they write) did not run.
+//
+// A decrement that may have run is dropped, not kept for reconcile:
+// applied twice it would take units off that other requests used, and the
+// tenant could pass its limit by them; dropped, at worst a failed request
+// stays counted. An increment that may have run is kept, and may be counted
+// twice, as a reserve that failed open may (docs/design.md, "When Redis
+// fails").
+func mayHaveRun(err error) bool {
+	if errors.Is(err, errNotSent) {
+		return false
+	}
+	var re redis.Error
+	if errors.As(err, &re) {
+		return false
+	}
+	var oe *net.OpError
+	return !(errors.As(err, &oe) && oe.Op == "dial")
 }
 
 // deleteGauge takes n units off d's gauge, never below zero, and fills d's
@@ -135,6 +167,12 @@ func (s *Store) deleteGauge(ctx context.Context, d *Decision, n int64) {
 		return
 	}
 	if err != nil {
+		if mayHaveRun(err) {
+			// As for a release (mayHaveRun): never applied twice.
+			s.log.Warn("gauge delete may have been applied before its reply was lost; not retried, so it is never applied twice",
+				zap.String("key", d.key), zap.Int64("delta", -n), zap.Error(err))
+			return
+		}
 		s.log.Warn("gauge delete failed; kept for reconcile",
 			zap.String("key", d.key), zap.Int64("delta", -n), zap.Error(err))
 		s.addPending(d.key, -n, d.expiry())
