@@ -4,6 +4,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"io"
@@ -147,11 +148,43 @@ func (st *requestState) isGaugeDelete() bool {
 
 // Serve is the fasthttp.RequestHandler of the proxy listener.
 func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
-	if ctx.IsGet() && string(ctx.Path()) == string(healthzPath) {
+	target := ctx.Request.Header.RequestURI()
+	if len(target) < 2 || target[0] != '/' || target[1] != '/' {
+		h.serve(ctx, ctx.Path())
+		return
+	}
+	// A request-target starting with "//" is origin-form and goes upstream
+	// as it came, where "//api/v1/x" is the path /api/v1/x. But fasthttp
+	// reads such a target as scheme-relative (//host/path) when it holds
+	// "://" anywhere, even in the query, or comes without a Host header: its
+	// Path() would then drop the first segment, and
+	// POST //api/v1/messages?next=x:// would dodge the meter of
+	// /api/v1/messages. So the path is taken from the raw target here,
+	// normalised as fasthttp normalises any other path.
+	u := fasthttp.AcquireURI()
+	h.serve(ctx, originPath(u, target))
+	fasthttp.ReleaseURI(u)
+}
+
+// originPath returns the normalised path (percent-decoded, dot segments and
+// duplicate slashes resolved) of the origin-form target, in u's storage.
+// As fasthttp does, the path ends at the first '?' or '#'.
+func originPath(u *fasthttp.URI, target []byte) []byte {
+	if i := bytes.IndexAny(target, "?#"); i >= 0 {
+		target = target[:i]
+	}
+	u.SetPathBytes(target)
+	return u.Path()
+}
+
+// serve handles a request whose normalised path is path: /healthz, the
+// mounts and the routes are matched on it.
+func (h *Handler) serve(ctx *fasthttp.RequestCtx, path []byte) {
+	if ctx.IsGet() && string(path) == string(healthzPath) {
 		writeHealthz(ctx)
 		return
 	}
-	if h.mount != nil && h.mount.dispatch(ctx) {
+	if h.mount != nil && h.mount.dispatch(ctx, path) {
 		return
 	}
 
@@ -164,7 +197,7 @@ func (h *Handler) Serve(ctx *fasthttp.RequestCtx) {
 	// The normalised path (dot segments and duplicate slashes resolved) is
 	// matched so that /api//v1/./messages cannot dodge a meter that the
 	// upstream would still route to /api/v1/messages.
-	route := h.cfg.Router.Match(ctx.Method(), ctx.Path())
+	route := h.cfg.Router.Match(ctx.Method(), path)
 	if route == nil {
 		_, _ = h.fwd.Forward(ctx, nil, nil)
 		return

@@ -374,3 +374,11 @@ func golden(t testing.TB, name string, body []byte) {
 		t.Fatalf("body differs from testdata/%s\n got: %s\nwant: %s", name, body, want)
 	}
 }
+
+// rawCall sends raw bytes to proxy instance 0, so a test controls every
+// byte of the request line and header, and returns the status and body.
+func (h *harness) rawCall(raw string) (int, []byte) {
+	h.t.Helper()
+	resp, body := fwdRawDo(h.t, strings.TrimPrefix(h.proxies[0].url, "http://"), raw)
+	return resp.StatusCode, body
+}

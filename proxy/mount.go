@@ -53,11 +53,10 @@ func WithMount(prefixes []string, h http.Handler) Option {
 	}
 }
 
-// dispatch serves ctx when it falls under a mount and reports whether it
-// did. A request under no prefix costs a few byte comparisons and no
-// allocation.
-func (m *mounts) dispatch(ctx *fasthttp.RequestCtx) bool {
-	path := ctx.Path()
+// dispatch serves ctx, whose normalised path is path, when it falls under
+// a mount and reports whether it did. A request under no prefix costs a few
+// byte comparisons and no allocation.
+func (m *mounts) dispatch(ctx *fasthttp.RequestCtx, path []byte) bool {
 	for _, p := range m.prefixes {
 		if !bytes.HasPrefix(path, p) {
 			continue

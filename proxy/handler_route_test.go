@@ -1,0 +1,70 @@
+package proxy_test
+
+import (
+	"fmt"
+	"net/http"
+	"testing"
+)
+
+// TestMeteredPathSpellings: a request-target the upstream serves as a
+// metered path is counted however it is spelled. The targets go out raw,
+// since Go's client would tidy some of them.
+func TestMeteredPathSpellings(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	free := h.createTenant("free")
+
+	cases := []struct {
+		name, target string
+		noHost       bool
+	}{
+		{"plain", "/api/v1/messages", false},
+		{"duplicate slash", "/api//v1/messages", false},
+		{"dot segment", "/api/v1/./messages", false},
+		{"leading double slash", "//api/v1/messages", false},
+		// fasthttp reads a target starting with // as scheme-relative
+		// (//host/path) when it holds :// anywhere or comes without a
+		// Host header; the upstream still gets it verbatim.
+		{"leading double slash, :// in the query", "//api/v1/messages?next=x://", false},
+		{"leading double slash, :// in the path", "//api/v1/x:///../messages", false},
+		// HTTP/1.1 requires a Host header, HTTP/1.0 does not.
+		{"leading double slash, HTTP/1.0 without Host", "//api/v1/messages", true},
+		{"leading double slash, HTTP/1.0 without Host, dot segments", "//api/v1/../v1/./messages?q=1", true},
+	}
+	var want int64
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			proto, host := "HTTP/1.1", "Host: example.com\r\n"
+			if tc.noHost {
+				proto, host = "HTTP/1.0", ""
+			}
+			body := `{"text":"x"}`
+			raw := fmt.Sprintf("POST %s %s\r\n%sAuthorization: Bearer %s\r\n"+
+				"Content-Type: application/json\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s",
+				tc.target, proto, host, free.APIKey, len(body), body)
+			status, b := h.rawCall(raw)
+			if status != http.StatusCreated {
+				t.Fatalf("POST %s: %d %s", tc.target, status, b)
+			}
+			want++
+			if got := h.usage(free.ID, "messages"); got != want {
+				t.Errorf("POST %s: messages used %d, want %d", tc.target, got, want)
+				want = got
+			}
+		})
+	}
+}
+
+// TestHealthzSpellings: Tollgate answers its health check itself, without
+// a credential, on the normalised path.
+func TestHealthzSpellings(t *testing.T) {
+	h := newHarness(t, harnessOpts{})
+	for _, target := range []string{"/healthz", "/./healthz", "//healthz", "//healthz?next=x://"} {
+		status, b := h.rawCall("GET " + target + " HTTP/1.1\r\nHost: example.com\r\nConnection: close\r\n\r\n")
+		if status != http.StatusOK || string(b) != `{"status":"ok"}` {
+			t.Errorf("GET %s: %d %s", target, status, b)
+		}
+	}
+	if n := h.up.all.Load(); n != 0 {
+		t.Errorf("upstream saw %d requests", n)
+	}
+}
