@@ -10,7 +10,11 @@ import (
 
 func (p *parser) routes(n *yaml.Node) {
 	c := p.cfg
-	first := map[string]int{}
+	type firstRoute struct {
+		i       int
+		pattern string
+	}
+	first := map[string]firstRoute{}
 	for i, item := range p.list(n, "routes") {
 		key := index("routes", i)
 		rt, shape := p.route(item, key)
@@ -18,11 +22,16 @@ func (p *parser) routes(n *yaml.Node) {
 			continue
 		}
 		dupKey := rt.Method + " " + shape
-		if j, dup := first[dupKey]; dup {
-			p.add(key, "duplicate route %s %s (same method and path as routes[%d])", rt.Method, rt.Pattern, j)
+		if f, dup := first[dupKey]; dup {
+			if f.pattern == rt.Pattern {
+				p.add(key, "duplicate route %s %s (same method and path as routes[%d])", rt.Method, rt.Pattern, f.i)
+			} else {
+				p.add(key, "duplicate route %s %s (same method and path as routes[%d], %s: parameter names and a trailing slash do not count)",
+					rt.Method, rt.Pattern, f.i, f.pattern)
+			}
 			continue
 		}
-		first[dupKey] = i
+		first[dupKey] = firstRoute{i, rt.Pattern}
 		c.Routes = append(c.Routes, rt)
 	}
 	if len(p.errs) > 0 {

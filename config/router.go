@@ -82,16 +82,21 @@ func (n *routeNode) taken(method string) bool {
 }
 
 // Match returns the route for method and path, or nil. The query string,
-// if any, is ignored; a trailing slash is significant; percent-encoded
-// bytes are compared as they are. Precedence: a literal segment beats a
-// {param} segment (leftmost difference first), then an exact method beats
-// "*". A {param} never matches an empty segment.
+// if any, is ignored; one trailing slash is too, as upstream routers
+// commonly serve /x/ as /x (Express by default, chi's CleanPath), so a
+// route /x matches /x/ and a route /x/ matches /x; percent-encoded bytes
+// are compared as they are. Precedence: a literal segment beats a {param}
+// segment (leftmost difference first), then an exact method beats "*". A
+// {param} never matches an empty segment.
 func (r *Router) Match(method, path []byte) *Route {
 	if r == nil || r.root == nil || len(path) == 0 || path[0] != '/' {
 		return nil
 	}
 	if i := bytes.IndexByte(path, '?'); i >= 0 {
 		path = path[:i]
+	}
+	if len(path) > 1 && path[len(path)-1] == '/' {
+		path = path[:len(path)-1]
 	}
 	return r.root.match(method, path[1:])
 }
@@ -142,7 +147,8 @@ var paramRE = regexp.MustCompile(`^\{[A-Za-z_][A-Za-z0-9_]*\}$`)
 func isParam(seg string) bool { return len(seg) > 2 && seg[0] == '{' }
 
 // splitPattern checks a route pattern and returns its segments (without
-// the leading slash); msg explains a bad pattern.
+// the leading slash, and without the empty one a trailing slash leaves,
+// which Match ignores); msg explains a bad pattern.
 func splitPattern(pattern string) (segs []string, msg string) {
 	const expect = "expected a path starting with / made of literal segments and {name} parameters"
 	if !strings.HasPrefix(pattern, "/") {
@@ -172,6 +178,9 @@ func splitPattern(pattern string) (segs []string, msg string) {
 			}
 			seen[s] = true
 		}
+	}
+	if n := len(segs); n > 1 && segs[n-1] == "" {
+		segs = segs[:n-1]
 	}
 	return segs, ""
 }

@@ -43,32 +43,36 @@ func TestRouterMatch(t *testing.T) {
 		method, path string
 		want         int // route index, -1 for no match
 	}{
-		{"GET", "/a/b", 1},       // literal beats param, though declared later
-		{"GET", "/a/x", 0},       // param
-		{"GET", "/a/c", 2},       // "*" route
-		{"POST", "/a/c", 3},      // exact method beats "*", though declared later
-		{"PUT", "/a/b", -1},      // /a/b and /a/{id} are GET only
-		{"POST", "/a/b", -1},     // no fallback for another method
-		{"GET", "/a/", -1},       // a param never matches an empty segment
-		{"GET", "/a", -1},        // too short
-		{"GET", "/a/b/c", -1},    // too long
-		{"GET", "/a/b?x=1", 1},   // query ignored
-		{"GET", "/a/b/?x=1", -1}, // trailing slash is distinct
-		{"GET", "/w/q/z", 4},     // literal z beats {y} before methods are compared
-		{"GET", "/w/q/q", 5},     // exact method, all params
-		{"GET", "/w/lit/z", 6},   // leftmost literal wins
-		{"PUT", "/w/lit/z", 4},   // backtracks from /w/lit to /w/{x}
-		{"GET", "/t/", 7},        // trailing slash route
-		{"GET", "/t", -1},        // and without
-		{"GET", "/", 8},          // root
-		{"GET", "/?q", 8},        // root with query
-		{"DELETE", "/p/%41", 9},  // percent-encoding compared as is
-		{"DELETE", "/p/A", -1},   // ... not decoded
-		{"get", "/a/b", -1},      // methods are case-sensitive
-		{"POST", "/u/7/v", 11},   // same shape, method picks
-		{"GET", "", -1},          // empty path
-		{"GET", "a/b", -1},       // no leading slash
-		{"GET", "//a/b", -1},     // empty first segment
+		{"GET", "/a/b", 1},      // literal beats param, though declared later
+		{"GET", "/a/x", 0},      // param
+		{"GET", "/a/c", 2},      // "*" route
+		{"POST", "/a/c", 3},     // exact method beats "*", though declared later
+		{"PUT", "/a/b", -1},     // /a/b and /a/{id} are GET only
+		{"POST", "/a/b", -1},    // no fallback for another method
+		{"GET", "/a/", -1},      // a param never matches an empty segment
+		{"GET", "/a/x/", 0},     // one trailing slash is ignored
+		{"GET", "/a/x//", -1},   // ... only one
+		{"GET", "/A/b", -1},     // paths are case-sensitive
+		{"GET", "/a", -1},       // too short
+		{"GET", "/a/b/c", -1},   // too long
+		{"GET", "/a/b?x=1", 1},  // query ignored
+		{"GET", "/a/b/?x=1", 1}, // trailing slash and query ignored
+		{"GET", "/w/q/z", 4},    // literal z beats {y} before methods are compared
+		{"GET", "/w/q/q", 5},    // exact method, all params
+		{"GET", "/w/lit/z", 6},  // leftmost literal wins
+		{"PUT", "/w/lit/z", 4},  // backtracks from /w/lit to /w/{x}
+		{"GET", "/t/", 7},       // trailing slash route
+		{"GET", "/t", 7},        // matches without it too
+		{"GET", "/u/7/v/", 10},  // trailing slash after a param
+		{"GET", "/", 8},         // root
+		{"GET", "/?q", 8},       // root with query
+		{"DELETE", "/p/%41", 9}, // percent-encoding compared as is
+		{"DELETE", "/p/A", -1},  // ... not decoded
+		{"get", "/a/b", -1},     // methods are case-sensitive
+		{"POST", "/u/7/v", 11},  // same shape, method picks
+		{"GET", "", -1},         // empty path
+		{"GET", "a/b", -1},      // no leading slash
+		{"GET", "//a/b", -1},    // empty first segment
 	}
 	for _, tc := range cases {
 		got := c.Router.Match([]byte(tc.method), []byte(tc.path))
@@ -103,6 +107,7 @@ func TestNewRouterRejects(t *testing.T) {
 		{{Method: "FETCH", Pattern: "/x"}},
 		{{Method: "GET", Pattern: "/x"}, {Method: "GET", Pattern: "/x"}},
 		{{Method: "*", Pattern: "/{a}"}, {Method: "*", Pattern: "/{b}"}},
+		{{Method: "GET", Pattern: "/x"}, {Method: "GET", Pattern: "/x/"}},
 		{nil},
 	} {
 		if _, err := NewRouter(routes); err == nil {
@@ -168,14 +173,21 @@ func referenceMatch(routes []*Route, method, path string) *Route {
 	if !strings.HasPrefix(path, "/") {
 		return nil
 	}
-	segs := strings.Split(path[1:], "/")
+	// One trailing slash is insignificant, on either side.
+	trim := func(p string) string {
+		if len(p) > 1 {
+			return strings.TrimSuffix(p, "/")
+		}
+		return p
+	}
+	segs := strings.Split(trim(path)[1:], "/")
 	var best *Route
 	var bestKey string
 	for _, r := range routes {
 		if r.Method != "*" && r.Method != method {
 			continue
 		}
-		pat := strings.Split(r.Pattern[1:], "/")
+		pat := strings.Split(trim(r.Pattern)[1:], "/")
 		if len(pat) != len(segs) {
 			continue
 		}

@@ -3,6 +3,7 @@ package proxy_test
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 )
 
@@ -29,6 +30,11 @@ func TestMeteredPathSpellings(t *testing.T) {
 		// HTTP/1.1 requires a Host header, HTTP/1.0 does not.
 		{"leading double slash, HTTP/1.0 without Host", "//api/v1/messages", true},
 		{"leading double slash, HTTP/1.0 without Host, dot segments", "//api/v1/../v1/./messages?q=1", true},
+		// Upstream routers commonly serve /x/ as /x.
+		{"trailing slash", "/api/v1/messages/", false},
+		{"trailing slash and query", "/api/v1/messages/?x=1", false},
+		{"trailing dot segment", "/api/v1/messages/.", false},
+		{"leading double slash and trailing slash", "//api/v1/messages/?next=x://", false},
 	}
 	var want int64
 	for _, tc := range cases {
@@ -66,5 +72,40 @@ func TestHealthzSpellings(t *testing.T) {
 	}
 	if n := h.up.all.Load(); n != 0 {
 		t.Errorf("upstream saw %d requests", n)
+	}
+}
+
+// TestTrailingSlashIsInsignificant: a route matches its path with and
+// without one trailing slash, whichever way the route is written.
+func TestTrailingSlashIsInsignificant(t *testing.T) {
+	h := newHarness(t, harnessOpts{edit: func(s string) string {
+		return strings.Replace(s, "routes:\n", "routes:\n  - {method: POST, path: /api/v1/exports/, meter: {feature: messages}}\n", 1)
+	}})
+	mini := h.createTenant("mini")
+
+	for i, path := range []string{"/api/v1/exports/", "/api/v1/exports", "/api/v1/exports/?x=1"} {
+		if r := h.call(mini.APIKey, "POST", path, `{}`); r.status != http.StatusCreated {
+			t.Fatalf("POST %s: %d %s", path, r.status, r.body)
+		}
+		if got := h.usage(mini.ID, "messages"); got != int64(i+1) {
+			t.Errorf("after POST %s: messages used %d, want %d", path, got, i+1)
+		}
+	}
+
+	// A route with a parameter: DELETE /api/v1/agents/{id} frees a unit
+	// when asked as /api/v1/agents/7/ too.
+	for range 2 {
+		if r := h.call(mini.APIKey, "POST", "/api/v1/agents/", `{"name":"a"}`); r.status != http.StatusCreated {
+			t.Fatalf("create agent: %d %s", r.status, r.body)
+		}
+	}
+	if got := h.usage(mini.ID, "agents"); got != 2 {
+		t.Fatalf("agents %d after two creates, want 2", got)
+	}
+	if r := h.call(mini.APIKey, "DELETE", "/api/v1/agents/7/", ""); r.status != http.StatusNoContent {
+		t.Fatalf("delete agent: %d %s", r.status, r.body)
+	}
+	if got := h.usage(mini.ID, "agents"); got != 1 {
+		t.Errorf("agents %d after DELETE /api/v1/agents/7/, want 1", got)
 	}
 }
