@@ -26,7 +26,7 @@ func (p *parser) routes(n *yaml.Node) {
 			if f.pattern == rt.Pattern {
 				p.add(key, "duplicate route %s %s (same method and path as routes[%d])", rt.Method, rt.Pattern, f.i)
 			} else {
-				p.add(key, "duplicate route %s %s (same method and path as routes[%d], %s: parameter names and a trailing slash do not count)",
+				p.add(key, "duplicate route %s %s (same method and path as routes[%d], %s, as the router compares them: escapes decoded, parameter names and a trailing slash ignored)",
 					rt.Method, rt.Pattern, f.i, f.pattern)
 			}
 			continue

@@ -3,6 +3,7 @@ package config
 import (
 	"bytes"
 	"fmt"
+	"net/url"
 	"regexp"
 	"strings"
 )
@@ -40,7 +41,7 @@ func NewRouter(routes []*Route) (*Router, error) {
 		}
 		n := r.root
 		for _, s := range segs {
-			if isParam(s) {
+			if s.param {
 				if n.param == nil {
 					n.param = &routeNode{}
 				}
@@ -50,10 +51,10 @@ func NewRouter(routes []*Route) (*Router, error) {
 			if n.literal == nil {
 				n.literal = map[string]*routeNode{}
 			}
-			next := n.literal[s]
+			next := n.literal[s.lit]
 			if next == nil {
 				next = &routeNode{}
-				n.literal[s] = next
+				n.literal[s.lit] = next
 			}
 			n = next
 		}
@@ -81,13 +82,16 @@ func (n *routeNode) taken(method string) bool {
 	return false
 }
 
-// Match returns the route for method and path, or nil. The query string,
-// if any, is ignored; one trailing slash is too, as upstream routers
-// commonly serve /x/ as /x (Express by default, chi's CleanPath), so a
-// route /x matches /x/ and a route /x/ matches /x; percent-encoded bytes
-// are compared as they are. Precedence: a literal segment beats a {param}
-// segment (leftmost difference first), then an exact method beats "*". A
-// {param} never matches an empty segment.
+// Match returns the route for method and path, or nil. path is the
+// request's normalised path, percent-decoded (as fasthttp's Path is):
+// route literals are decoded when compiled, so /p/%41 and /p/A are one
+// route, and a client cannot dodge a meter by escaping a byte. The query
+// string, if any, is ignored; one trailing slash is too, as upstream
+// routers commonly serve /x/ as /x (Express by default, chi's CleanPath),
+// so a route /x matches /x/ and a route /x/ matches /x. Precedence: a
+// literal segment beats a {param} segment (leftmost difference first),
+// then an exact method beats "*". A {param} never matches an empty
+// segment.
 func (r *Router) Match(method, path []byte) *Route {
 	if r == nil || r.root == nil || len(path) == 0 || path[0] != '/' {
 		return nil
@@ -144,12 +148,17 @@ func validMethod(m string) bool { return contains(methods, m) }
 
 var paramRE = regexp.MustCompile(`^\{[A-Za-z_][A-Za-z0-9_]*\}$`)
 
-func isParam(seg string) bool { return len(seg) > 2 && seg[0] == '{' }
+// patternSeg is one segment of a route pattern: a {name} parameter, or a
+// literal with its percent-escapes decoded, as request paths are.
+type patternSeg struct {
+	lit   string
+	param bool
+}
 
 // splitPattern checks a route pattern and returns its segments (without
 // the leading slash, and without the empty one a trailing slash leaves,
 // which Match ignores); msg explains a bad pattern.
-func splitPattern(pattern string) (segs []string, msg string) {
+func splitPattern(pattern string) (segs []patternSeg, msg string) {
 	const expect = "expected a path starting with / made of literal segments and {name} parameters"
 	if !strings.HasPrefix(pattern, "/") {
 		return nil, expect + ", got " + quote(pattern)
@@ -159,16 +168,35 @@ func splitPattern(pattern string) (segs []string, msg string) {
 			return nil, expect + " (no spaces, control characters, ? or #), got " + quote(pattern)
 		}
 	}
-	segs = strings.Split(pattern[1:], "/")
+	raw := strings.Split(pattern[1:], "/")
+	segs = make([]patternSeg, 0, len(raw))
 	seen := map[string]bool{}
-	for i, s := range segs {
+	for i, s := range raw {
+		lit := s
+		if strings.IndexByte(s, '%') >= 0 {
+			// Matching sees the request path decoded, so the literal is
+			// decoded too.
+			d, err := url.PathUnescape(s)
+			switch {
+			case err != nil:
+				return nil, expect + "; a % starts an escape of two hex digits such as %20, got " + quote(pattern)
+			case strings.IndexByte(d, '/') >= 0:
+				// A request's %2F is decoded into a separator before
+				// matching, so such a literal could never match.
+				return nil, expect + "; an escaped / (%2F) never matches, as request paths are decoded before matching: write / between segments, got " + quote(pattern)
+			case strings.IndexByte(d, '?') >= 0:
+				// Match ends the path at a '?'.
+				return nil, expect + "; an escaped ? (%3F) never matches, got " + quote(pattern)
+			}
+			lit = d
+		}
 		switch {
-		case s == "" && i < len(segs)-1:
+		case s == "" && i < len(raw)-1:
 			return nil, expect + " (no empty segments), got " + quote(pattern)
-		case s == "." || s == "..":
+		case lit == "." || lit == "..":
 			// Request paths are normalised before matching, so such a
 			// route could never match.
-			return nil, expect + " (no . or .. segments), got " + quote(pattern)
+			return nil, expect + " (no . or .. segments, escaped or not), got " + quote(pattern)
 		case strings.ContainsAny(s, "{}"):
 			if !paramRE.MatchString(s) {
 				return nil, expect + "; a parameter is a whole segment like {id}, got " + quote(pattern)
@@ -177,24 +205,29 @@ func splitPattern(pattern string) (segs []string, msg string) {
 				return nil, expect + "; parameter " + s + " appears twice in " + quote(pattern)
 			}
 			seen[s] = true
+			segs = append(segs, patternSeg{lit: s, param: true})
+			continue
 		}
+		segs = append(segs, patternSeg{lit: lit})
 	}
-	if n := len(segs); n > 1 && segs[n-1] == "" {
+	if n := len(segs); n > 1 && segs[n-1] == (patternSeg{}) {
 		segs = segs[:n-1]
 	}
 	return segs, ""
 }
 
-// patternShape is the pattern with parameter names erased: /a/{id} and
-// /a/{x} match the same requests, so they are duplicates.
-func patternShape(segs []string) string {
+// patternShape is the pattern with parameter names erased and literals
+// decoded: /a/{id} and /a/{x} match the same requests, and so do /p/%41
+// and /p/A, so they are duplicates.
+func patternShape(segs []patternSeg) string {
 	var b strings.Builder
 	for _, s := range segs {
-		b.WriteByte('/')
-		if isParam(s) {
-			b.WriteString("{}")
+		// A literal has no '/', so "/p" and "/l..." cannot run together.
+		if s.param {
+			b.WriteString("/p")
 		} else {
-			b.WriteString(s)
+			b.WriteString("/l")
+			b.WriteString(s.lit)
 		}
 	}
 	return b.String()

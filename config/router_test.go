@@ -1,6 +1,7 @@
 package config
 
 import (
+	"net/url"
 	"os"
 	"strings"
 	"testing"
@@ -26,6 +27,10 @@ routes:
   - {method: DELETE, path: '/p/%41', meter: {feature: m}}        # 9
   - {method: GET, path: '/u/{id}/v', meter: {feature: m}}        # 10
   - {method: POST, path: '/u/{id}/v', meter: {feature: m}}       # 11
+  - {method: GET, path: '/f/a%20b', meter: {feature: m}}         # 12
+  - {method: GET, path: '/f/%7Bx%7D', meter: {feature: m}}       # 13
+  - {method: GET, path: '/f/{x}', meter: {feature: m}}           # 14
+  - {method: GET, path: '/f/%2541', meter: {feature: m}}         # 15
 `
 
 func mustParse(t testing.TB, text string) *Config {
@@ -43,36 +48,40 @@ func TestRouterMatch(t *testing.T) {
 		method, path string
 		want         int // route index, -1 for no match
 	}{
-		{"GET", "/a/b", 1},      // literal beats param, though declared later
-		{"GET", "/a/x", 0},      // param
-		{"GET", "/a/c", 2},      // "*" route
-		{"POST", "/a/c", 3},     // exact method beats "*", though declared later
-		{"PUT", "/a/b", -1},     // /a/b and /a/{id} are GET only
-		{"POST", "/a/b", -1},    // no fallback for another method
-		{"GET", "/a/", -1},      // a param never matches an empty segment
-		{"GET", "/a/x/", 0},     // one trailing slash is ignored
-		{"GET", "/a/x//", -1},   // ... only one
-		{"GET", "/A/b", -1},     // paths are case-sensitive
-		{"GET", "/a", -1},       // too short
-		{"GET", "/a/b/c", -1},   // too long
-		{"GET", "/a/b?x=1", 1},  // query ignored
-		{"GET", "/a/b/?x=1", 1}, // trailing slash and query ignored
-		{"GET", "/w/q/z", 4},    // literal z beats {y} before methods are compared
-		{"GET", "/w/q/q", 5},    // exact method, all params
-		{"GET", "/w/lit/z", 6},  // leftmost literal wins
-		{"PUT", "/w/lit/z", 4},  // backtracks from /w/lit to /w/{x}
-		{"GET", "/t/", 7},       // trailing slash route
-		{"GET", "/t", 7},        // matches without it too
-		{"GET", "/u/7/v/", 10},  // trailing slash after a param
-		{"GET", "/", 8},         // root
-		{"GET", "/?q", 8},       // root with query
-		{"DELETE", "/p/%41", 9}, // percent-encoding compared as is
-		{"DELETE", "/p/A", -1},  // ... not decoded
-		{"get", "/a/b", -1},     // methods are case-sensitive
-		{"POST", "/u/7/v", 11},  // same shape, method picks
-		{"GET", "", -1},         // empty path
-		{"GET", "a/b", -1},      // no leading slash
-		{"GET", "//a/b", -1},    // empty first segment
+		{"GET", "/a/b", 1},       // literal beats param, though declared later
+		{"GET", "/a/x", 0},       // param
+		{"GET", "/a/c", 2},       // "*" route
+		{"POST", "/a/c", 3},      // exact method beats "*", though declared later
+		{"PUT", "/a/b", -1},      // /a/b and /a/{id} are GET only
+		{"POST", "/a/b", -1},     // no fallback for another method
+		{"GET", "/a/", -1},       // a param never matches an empty segment
+		{"GET", "/a/x/", 0},      // one trailing slash is ignored
+		{"GET", "/a/x//", -1},    // ... only one
+		{"GET", "/A/b", -1},      // paths are case-sensitive
+		{"GET", "/a", -1},        // too short
+		{"GET", "/a/b/c", -1},    // too long
+		{"GET", "/a/b?x=1", 1},   // query ignored
+		{"GET", "/a/b/?x=1", 1},  // trailing slash and query ignored
+		{"GET", "/w/q/z", 4},     // literal z beats {y} before methods are compared
+		{"GET", "/w/q/q", 5},     // exact method, all params
+		{"GET", "/w/lit/z", 6},   // leftmost literal wins
+		{"PUT", "/w/lit/z", 4},   // backtracks from /w/lit to /w/{x}
+		{"GET", "/t/", 7},        // trailing slash route
+		{"GET", "/t", 7},         // matches without it too
+		{"GET", "/u/7/v/", 10},   // trailing slash after a param
+		{"GET", "/", 8},          // root
+		{"GET", "/?q", 8},        // root with query
+		{"DELETE", "/p/A", 9},    // route literals are decoded, as paths are
+		{"DELETE", "/p/%41", -1}, // ... so this is the path of /p/%2541
+		{"GET", "/f/a b", 12},    // an escaped space
+		{"GET", "/f/{x}", 13},    // escaped braces are a literal, not a parameter
+		{"GET", "/f/y", 14},      // ... which the parameter still stands beside
+		{"GET", "/f/%41", 15},    // an escaped %
+		{"get", "/a/b", -1},      // methods are case-sensitive
+		{"POST", "/u/7/v", 11},   // same shape, method picks
+		{"GET", "", -1},          // empty path
+		{"GET", "a/b", -1},       // no leading slash
+		{"GET", "//a/b", -1},     // empty first segment
 	}
 	for _, tc := range cases {
 		got := c.Router.Match([]byte(tc.method), []byte(tc.path))
@@ -198,7 +207,9 @@ func referenceMatch(routes []*Route, method, path string) *Route {
 				ok = ok && segs[i] != ""
 				key += "1"
 			default:
-				ok = ok && p == segs[i]
+				// Literals are compared decoded, as paths are.
+				lit, err := url.PathUnescape(p)
+				ok = ok && err == nil && lit == segs[i]
 				key += "0"
 			}
 		}

@@ -315,7 +315,7 @@ type BodyCondition struct {
 // Route is one metered or gated endpoint of the upstream API.
 type Route struct {
 	Method  string // upper case; "*" matches any method
-	Pattern string // e.g. /api/v1/agents/{id}
+	Pattern string // as written, e.g. /api/v1/agents/{id}; the router decodes its escapes
 	Meter   *Meter // nil when the route only requires flags
 	Require []Requirement
 	// NeedsBody is true when a body condition or a body amount has to read

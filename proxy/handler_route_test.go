@@ -30,6 +30,7 @@ func TestMeteredPathSpellings(t *testing.T) {
 		// HTTP/1.1 requires a Host header, HTTP/1.0 does not.
 		{"leading double slash, HTTP/1.0 without Host", "//api/v1/messages", true},
 		{"leading double slash, HTTP/1.0 without Host, dot segments", "//api/v1/../v1/./messages?q=1", true},
+		{"escaped letter", "/api/v1/%6Dessages", false},
 		// Upstream routers commonly serve /x/ as /x.
 		{"trailing slash", "/api/v1/messages/", false},
 		{"trailing slash and query", "/api/v1/messages/?x=1", false},
@@ -107,5 +108,25 @@ func TestTrailingSlashIsInsignificant(t *testing.T) {
 	}
 	if got := h.usage(mini.ID, "agents"); got != 1 {
 		t.Errorf("agents %d after DELETE /api/v1/agents/7/, want 1", got)
+	}
+}
+
+// TestPercentEncodedRoute: a route written with an escape matches the
+// request that spells it so, and any other spelling of the same bytes.
+func TestPercentEncodedRoute(t *testing.T) {
+	h := newHarness(t, harnessOpts{edit: func(s string) string {
+		return strings.Replace(s, "routes:\n", "routes:\n  - {method: POST, path: /api/v1/files/a%20b, meter: {feature: messages}}\n", 1)
+	}})
+	free := h.createTenant("free")
+	for i, path := range []string{"/api/v1/files/a%20b", "/api/v1/files/%61%20%62"} {
+		if r := h.call(free.APIKey, "POST", path, `{"x":1}`); r.status != http.StatusCreated {
+			t.Fatalf("POST %s: %d %s", path, r.status, r.body)
+		}
+		if got := h.usage(free.ID, "messages"); got != int64(i+1) {
+			t.Errorf("after POST %s (route /api/v1/files/a%%20b): messages used %d, want %d", path, got, i+1)
+		}
+	}
+	if got := h.up.count("POST", "/api/v1/files/a b"); got != 2 {
+		t.Errorf("upstream saw %d", got)
 	}
 }
