@@ -322,12 +322,18 @@ var (
 
 // setForwarded sends the upstream's Host and says who really asked.
 func (f *Forwarder) setForwarded(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHeader, scratch []byte, seen fwdSeen) []byte {
-	if host := ctx.Request.Header.Host(); len(host) > 0 {
-		h.SetCanonical(fwdKeyXForwardedHost, host)
-	} else if seen&fwdSeenXForwardedHost != 0 {
+	// Del first, here and below: Set alone replaces only the first of the
+	// client's lines, and the upstream might read another.
+	if seen&fwdSeenXForwardedHost != 0 {
 		h.Del(fasthttp.HeaderXForwardedHost)
 	}
+	if host := ctx.Request.Header.Host(); len(host) > 0 {
+		h.SetCanonical(fwdKeyXForwardedHost, host)
+	}
 	h.SetHost(f.host)
+	if seen&fwdSeenXForwardedProto != 0 {
+		h.Del(fasthttp.HeaderXForwardedProto)
+	}
 	if ctx.IsTLS() {
 		h.SetCanonical(fwdKeyXForwardedProto, fwdValHTTPS)
 	} else {
@@ -354,7 +360,6 @@ func (f *Forwarder) setForwarded(ctx *fasthttp.RequestCtx, h *fasthttp.RequestHe
 		scratch = append(scratch, ", "...)
 	}
 	scratch = fwdAppendClientIP(scratch, ctx)
-	// Del first: Set alone would leave any second X-Forwarded-For line.
 	h.Del(fasthttp.HeaderXForwardedFor)
 	h.SetCanonical(fwdKeyXForwardedFor, scratch)
 	return scratch

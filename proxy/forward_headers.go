@@ -39,6 +39,7 @@ const (
 	fwdSeenExpect
 	fwdSeenXForwardedFor
 	fwdSeenXForwardedHost
+	fwdSeenXForwardedProto
 
 	// fwdSeenAll assumes everything is present: the safe answer when the
 	// header names cannot be listed.
@@ -85,8 +86,11 @@ func fwdClassify(k []byte) fwdSeen {
 			return fwdSeenXForwardedHost
 		}
 	case 17:
-		if fwdEqualFold(k, fasthttp.HeaderTransferEncoding) {
+		switch {
+		case fwdEqualFold(k, fasthttp.HeaderTransferEncoding):
 			return fwdHopTransferEncoding
+		case fwdEqualFold(k, fasthttp.HeaderXForwardedProto):
+			return fwdSeenXForwardedProto
 		}
 	case 18:
 		if fwdEqualFold(k, fasthttp.HeaderProxyAuthenticate) {

@@ -183,7 +183,10 @@ func TestForwardRoundTrip(t *testing.T) {
 			b.WriteString("Host: api.example.com\r\n")
 			b.WriteString("X-Custom: v1\r\nX-Custom: v2\r\n")
 			b.WriteString("X-Forwarded-For: 203.0.113.9\r\nX-Forwarded-For: 198.51.100.7\r\n")
-			b.WriteString("X-Forwarded-Proto: https\r\n")
+			// Tollgate's own X-Forwarded-Proto and -Host replace every
+			// line the client sent.
+			b.WriteString("X-Forwarded-Proto: http\r\nX-Forwarded-Proto: https\r\n")
+			b.WriteString("X-Forwarded-Host: a.example\r\nX-Forwarded-Host: evil.example\r\n")
 			b.WriteString("Connection: keep-alive, X-Hop\r\nX-Hop: secret\r\nKeep-Alive: timeout=5\r\n")
 			b.WriteString("Proxy-Authorization: Basic abc\r\nProxy-Connection: keep-alive\r\nTE: trailers\r\nUpgrade: h2c\r\n")
 			b.WriteString("Authorization: Bearer tok\r\n")
