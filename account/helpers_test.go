@@ -180,7 +180,7 @@ func newEnv(t testing.TB, o envOpts) *env {
 		t.Fatalf("forwarder: %v", err)
 	}
 	h := proxy.NewHandler(e.cfg, resolver, e.quota, fwd, proxy.WithMount(api.Mounts(), api))
-	srv := proxy.NewServer(h.Serve, "tollgate-account-test")
+	srv := proxy.NewServer(h.Serve, "tollgate-account-test", nil)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatalf("listen: %v", err)

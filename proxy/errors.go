@@ -1,10 +1,51 @@
 package proxy
 
 import (
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strconv"
 	"unicode/utf8"
 
 	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
 )
+
+// writeRequestError is the server's ErrorHandler: it answers a request
+// fasthttp could not read (a request line, header or framing it cannot
+// parse or would read ambiguously, such as two Content-Lengths or
+// "Transfer-Encoding: gzip, chunked"; a header too large for the read
+// buffer; a client too slow to send it) with a JSON error like every other
+// answer of Tollgate's, instead of fasthttp's text/plain one. Nothing was
+// routed, counted or forwarded; the server closes the connection after it.
+func writeRequestError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	switch {
+	case errors.As(err, &small):
+		WriteJSONError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, "headers_too_large",
+			"The request line and header are larger than the "+strconv.Itoa(serverReadBuffer)+" bytes Tollgate reads.")
+	case errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, os.ErrDeadlineExceeded) ||
+		(errors.As(err, &ne) && ne.Timeout()):
+		WriteJSONError(ctx, fasthttp.StatusRequestTimeout, "request_timeout", "The request was not received in time.")
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		WriteJSONError(ctx, fasthttp.StatusRequestEntityTooLarge, "body_too_large", "Request body is too large.")
+	default:
+		WriteJSONError(ctx, fasthttp.StatusBadRequest, "invalid_request",
+			"The request could not be read: its request line, header or body framing is malformed or ambiguous.")
+	}
+}
+
+// serverLogger is the fasthttp.Logger of the proxy's server: fasthttp
+// reports connections it could not serve (a request it could not read, the
+// connection limit reached) and accept errors; they go to the project's
+// logger.
+type serverLogger struct{ log *zap.Logger }
+
+func (l serverLogger) Printf(format string, args ...any) {
+	l.log.Warn(fmt.Sprintf(format, args...))
+}
 
 // WriteJSONError answers the request itself with {"error":code,"message":msg}.
 // The body is built in the response's own (pooled) buffer, so an error

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+	"go.uber.org/zap"
 
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/internal/rawconn"
@@ -44,6 +45,10 @@ const (
 	// client reads that answer before a close with unread data resets the
 	// connection (net/http's server waits similarly).
 	fwdLinger = 500 * time.Millisecond
+
+	// serverReadBuffer bounds a request's line and header: a larger one
+	// is answered 431.
+	serverReadBuffer = 16 << 10
 
 	fwdMsgBadGateway = "The upstream API could not be reached."
 	fwdMsgTimeout    = "The upstream API did not answer in time."
@@ -132,16 +137,23 @@ func NewForwarder(u config.Upstream) (*Forwarder, error) {
 // Server header of answers Tollgate writes itself; upstream answers keep
 // theirs. Date is always the proxy's (fasthttp rewrites it). ReadTimeout and
 // WriteTimeout bound requests and answers Tollgate handles itself; Forward
-// swaps them for idle timeouts on the bodies it streams.
-func NewServer(handler fasthttp.RequestHandler, name string) *fasthttp.Server {
+// swaps them for idle timeouts on the bodies it streams. A request fasthttp
+// cannot read is answered with a JSON error (writeRequestError), and what
+// fasthttp itself logs goes to log, named "fasthttp" (nil discards it).
+func NewServer(handler fasthttp.RequestHandler, name string, log *zap.Logger) *fasthttp.Server {
+	if log == nil {
+		log = zap.NewNop()
+	}
 	return &fasthttp.Server{
 		Handler:                      handler,
+		ErrorHandler:                 writeRequestError,
+		Logger:                       serverLogger{log.Named("fasthttp")},
 		Name:                         name,
 		StreamRequestBody:            true,
 		DisablePreParseMultipartForm: true,
 		NoDefaultServerHeader:        true,
 		NoDefaultContentType:         true,
-		ReadBufferSize:               16 << 10,
+		ReadBufferSize:               serverReadBuffer,
 		ReadTimeout:                  30 * time.Second,
 		WriteTimeout:                 30 * time.Second,
 		IdleTimeout:                  90 * time.Second,

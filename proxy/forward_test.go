@@ -14,6 +14,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"runtime"
 	"slices"
 	"strconv"
@@ -25,6 +26,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
+	"go.uber.org/zap"
+	"go.uber.org/zap/zaptest/observer"
 
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/internal/rawconn"
@@ -82,7 +85,7 @@ func fwdStartProxy(t testing.TB, u config.Upstream) *fwdProxy {
 		case p.results <- fwdResult{status, err}:
 		default:
 		}
-	}, "tollgate-test")
+	}, "tollgate-test", nil)
 	// The listener tollgate serve uses, so its connections are covered.
 	ln, err := rawconn.Listen("127.0.0.1:0")
 	if err != nil {
@@ -780,6 +783,99 @@ func TestWriteJSONError(t *testing.T) {
 	}
 }
 
+// TestServerAnswersUnreadableRequests: a request fasthttp cannot read gets
+// Tollgate's JSON error, not fasthttp's text/plain one, and never reaches
+// the handler.
+func TestServerAnswersUnreadableRequests(t *testing.T) {
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		t.Errorf("upstream got %s %s", r.Method, r.RequestURI)
+	}))
+	defer up.Close()
+	p := fwdStartProxy(t, fwdUpstreamConfig(fwdHost(up), 5*time.Second))
+
+	// A header block that fills the server's read buffer exactly without
+	// ending: the server reads every byte, so its close sends no reset
+	// that could cost the client the answer.
+	size := proxy.NewServer(nil, "", nil).ReadBufferSize
+	long := "GET /x HTTP/1.1\r\nHost: x\r\nX-Big: "
+	long += strings.Repeat("a", size-len(long))
+
+	cases := []struct {
+		name, raw string
+		status    int
+		code      string
+	}{
+		{"two Content-Lengths", "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}", 400, "invalid_request"},
+		{"gzip, chunked", "POST /x HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n", 400, "invalid_request"},
+		{"Content-Length not a number", "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 1x\r\n\r\n{}", 400, "invalid_request"},
+		{"HTTP/1.1 without Host", "GET /x HTTP/1.1\r\n\r\n", 400, "invalid_request"},
+		{"header too large", long, 431, "headers_too_large"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			resp, body := fwdRawDo(t, p.addr, tc.raw)
+			fwdCheckJSONError(t, resp.StatusCode, resp.Header.Get("Content-Type"), body, tc.status, tc.code)
+		})
+	}
+	select {
+	case r := <-p.results:
+		t.Errorf("the handler ran: %+v", r)
+	default:
+	}
+}
+
+// TestServerErrorHandlerTimeout: a client too slow to send its request
+// (the server's ReadTimeout, 30 s, is too long to wait for here) is
+// answered 408.
+func TestServerErrorHandlerTimeout(t *testing.T) {
+	srv := proxy.NewServer(nil, "", nil)
+	timeout := fmt.Errorf("error when reading request headers: %w",
+		&net.OpError{Op: "read", Net: "tcp", Err: os.ErrDeadlineExceeded})
+	for _, err := range []error{timeout, fasthttp.ErrTimeout} {
+		var ctx fasthttp.RequestCtx
+		srv.ErrorHandler(&ctx, err)
+		fwdCheckJSONError(t, ctx.Response.StatusCode(), string(ctx.Response.Header.ContentType()), ctx.Response.Body(), 408, "request_timeout")
+	}
+}
+
+// TestServerLogsThroughZap: what fasthttp logs about a connection goes to
+// the logger NewServer was given, not to its own on stderr.
+func TestServerLogsThroughZap(t *testing.T) {
+	core, logs := observer.New(zap.DebugLevel)
+	srv := proxy.NewServer(func(ctx *fasthttp.RequestCtx) {}, "tollgate-test", zap.New(core))
+	ln, err := rawconn.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = srv.Serve(ln) }()
+	defer func() { _ = srv.Shutdown() }()
+
+	resp, _ := fwdRawDo(t, ln.Addr().String(), "POST /x HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\n{}")
+	if resp.StatusCode != 400 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	deadline := time.Now().Add(fwdSafety)
+	for logs.FilterLoggerName("fasthttp").Len() == 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("nothing logged; all entries: %v", logs.All())
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	e := logs.FilterLoggerName("fasthttp").All()[0]
+	if e.Level != zap.WarnLevel || !strings.Contains(e.Message, "duplicate content-length") {
+		t.Errorf("logged %v %q", e.Level, e.Message)
+	}
+}
+
+func fwdCheckJSONError(t *testing.T, status int, contentType string, body []byte, wantStatus int, wantCode string) {
+	t.Helper()
+	var e struct{ Error, Message string }
+	if err := json.Unmarshal(body, &e); err != nil || status != wantStatus || contentType != "application/json" ||
+		e.Error != wantCode || e.Message == "" {
+		t.Errorf("got %d %q %s, want %d application/json with error %q", status, contentType, body, wantStatus, wantCode)
+	}
+}
+
 // BenchmarkForwardPassthrough measures a small GET through the whole proxy;
 // allocations are for client, proxy and upstream together.
 func BenchmarkForwardPassthrough(b *testing.B) {
@@ -800,7 +896,7 @@ func BenchmarkForwardPassthrough(b *testing.B) {
 	}
 	srv := proxy.NewServer(func(ctx *fasthttp.RequestCtx) {
 		_, _ = f.Forward(ctx, nil, nil)
-	}, "bench")
+	}, "bench", nil)
 	ln := fasthttputil.NewInmemoryListener()
 	go func() { _ = srv.Serve(ln) }()
 	defer func() { _ = srv.Shutdown() }()

@@ -44,7 +44,7 @@ func BenchmarkHandler(b *testing.B) {
 		b.Fatal(err)
 	}
 	h := proxy.NewHandler(cfg, resolver, store, fwd)
-	srv := proxy.NewServer(h.Serve, "bench")
+	srv := proxy.NewServer(h.Serve, "bench", nil)
 	ln := fasthttputil.NewInmemoryListener()
 	go func() { _ = srv.Serve(ln) }()
 	defer func() { _ = srv.Shutdown() }()

@@ -80,7 +80,7 @@ func BenchmarkHandlerLease(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		srv := proxy.NewServer(proxy.NewHandler(cfg, resolver, store, fwd).Serve, "bench")
+		srv := proxy.NewServer(proxy.NewHandler(cfg, resolver, store, fwd).Serve, "bench", nil)
 		ln := fasthttputil.NewInmemoryListener()
 		go func() { _ = srv.Serve(ln) }()
 		b.Cleanup(func() { _ = srv.Shutdown() })

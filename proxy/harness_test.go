@@ -236,7 +236,7 @@ func (h *harness) startInstance(o harnessOpts) *instance {
 		t.Fatalf("forwarder: %v", err)
 	}
 	handler := proxy.NewHandler(h.cfg, resolver, store, fwd, popts...)
-	srv := proxy.NewServer(handler.Serve, "tollgate-test")
+	srv := proxy.NewServer(handler.Serve, "tollgate-test", nil)
 	// The listener tollgate serve uses, so these tests cover its connections.
 	ln, err := rawconn.Listen("127.0.0.1:0")
 	if err != nil {

@@ -207,7 +207,7 @@ func runServer(ctx context.Context, cfg *config.Config, logOut io.Writer, run co
 			proxy.WithLogger(log),
 			proxy.WithUsageTracker(flusher),
 			proxy.WithMount(cfg.Account.Mounts, accountAPI))
-		proxySrv = proxy.NewServer(handler.Serve, "tollgate")
+		proxySrv = proxy.NewServer(handler.Serve, "tollgate", log)
 	}
 	proxyLn, apiLn, err := bindListeners(cfg, run, lns)
 	if err != nil {
