@@ -266,6 +266,7 @@ func (f *Forwarder) prepareRequest(ctx *fasthttp.RequestCtx, x *fwdExchange, bod
 
 	switch {
 	case body != nil:
+		fwdDropTrailers(&ctx.Request.Header, &req.Header)
 		req.SetBodyRaw(body)
 	case size > 0 || size == -1:
 		s := ctx.RequestBodyStream()

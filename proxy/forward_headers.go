@@ -220,3 +220,19 @@ func fwdEqualFold(b []byte, s string) bool {
 	}
 	return true
 }
+
+// fwdDropTrailers removes from h, the upstream's copy of src, the fields
+// the client sent (or announced) as trailers of a chunked body that was
+// read whole before forwarding. fasthttp keeps received trailer fields with
+// the request's header, and stripping the Trailer field merges them into
+// it, so they would go upstream as header fields, which RFC 9110 section
+// 6.5.1 forbids: a client could otherwise add a header field after the
+// proxy has looked at the header. The body goes up with a Content-Length,
+// so there is no trailer section to send them in either; a header field
+// sent up front under a trailer's name is dropped with it. Most requests
+// have no trailers, and cost one length check.
+func fwdDropTrailers(src, h *fasthttp.RequestHeader) {
+	for _, k := range src.PeekTrailerKeys() {
+		h.DelBytes(k)
+	}
+}

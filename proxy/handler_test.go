@@ -3,7 +3,10 @@ package proxy_test
 import (
 	"context"
 	"encoding/json"
+	"fmt"
+	"io"
 	"net/http"
+	"net/http/httptest"
 	"strconv"
 	"strings"
 	"sync"
@@ -660,5 +663,69 @@ func TestConcurrentGaugeCreateDelete(t *testing.T) {
 	}
 	if got := h.up.count("POST", "/api/v1/agents"); got != 5+c {
 		t.Fatalf("upstream received %d creates, want %d", got, 5+c)
+	}
+}
+
+// TestTrailersStayOutOfTheHeader: on a route that reads the body, a chunked
+// body's trailer fields, which fasthttp keeps with the request's header,
+// are not sent upstream as header fields (RFC 9110 section 6.5.1), nor is
+// the Trailer field announcing them, as the body goes up with a
+// Content-Length. Header fields sent up front stay.
+func TestTrailersStayOutOfTheHeader(t *testing.T) {
+	type seen struct {
+		header http.Header
+		body   string
+	}
+	got := make(chan seen, 4)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		hd := r.Header.Clone()
+		for k, v := range r.Trailer {
+			hd["Trailer-Seen-"+k] = v
+		}
+		got <- seen{hd, string(b)}
+		w.WriteHeader(http.StatusCreated)
+	}))
+	defer up.Close()
+	h := newHarness(t, harnessOpts{upstreamURL: up.URL})
+	mini := h.createTenant("mini")
+
+	body := `{"type":"widget"}`
+	for _, tc := range []struct {
+		name, announce, trailer string
+		status                  int
+	}{
+		{"announced", "Trailer: X-Injected, X-Other\r\n", "X-Injected: yes\r\nX-Other: 1\r\n", http.StatusCreated},
+		{"not announced", "", "X-Injected: yes\r\n", http.StatusCreated},
+		// fasthttp refuses a trailer that must not be one.
+		{"forbidden", "", "X-Forwarded-For: 192.0.2.1\r\n", http.StatusBadRequest},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			raw := fmt.Sprintf("POST /api/v1/channels HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n%s"+
+				"X-Upfront: kept\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n%x\r\n%s\r\n0\r\n%s\r\n",
+				mini.APIKey, tc.announce, len(body), body, tc.trailer)
+			status, b := h.rawCall(raw)
+			if status != tc.status {
+				t.Fatalf("%d %s, want %d", status, b, tc.status)
+			}
+			if status != http.StatusCreated {
+				return
+			}
+			s := <-got
+			if s.body != body {
+				t.Errorf("upstream body %q, want %q", s.body, body)
+			}
+			for _, k := range []string{"X-Injected", "X-Other", "Trailer"} {
+				if v := s.header.Values(k); len(v) > 0 {
+					t.Errorf("upstream got %s: %q", k, v)
+				}
+			}
+			if v := s.header.Get("X-Upfront"); v != "kept" {
+				t.Errorf("upstream X-Upfront %q, want kept", v)
+			}
+		})
+	}
+	if got := h.usage(mini.ID, "channels"); got != 2 {
+		t.Errorf("channels %d, want 2", got)
 	}
 }
