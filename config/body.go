@@ -31,7 +31,8 @@ const maxBodyAmount = 1<<53 - 1
 // field (or a path through a non-object) is "not equal", "not in" and
 // "exists: false"; an object or array value equals nothing. The only
 // errors are a body that is not a valid JSON object and a field that occurs
-// more than once, which an upstream might read differently than Tollgate.
+// more than once or only in another case, which an upstream might read
+// differently than Tollgate.
 func (c *BodyCondition) Match(body []byte) (bool, error) {
 	if c == nil {
 		return true, nil
@@ -153,10 +154,11 @@ func lookup(body []byte, path string) (val []byte, found bool, err error) {
 }
 
 // member finds key name in the object starting at body[i]; body is valid
-// JSON. A key that occurs twice, also when differing only in case, is an
-// error: JSON parsers disagree on which copy wins (and Go's matches struct
-// fields case-insensitively), so a duplicate could let a client show
-// Tollgate one value and the upstream another.
+// JSON. A key that occurs twice is an error, and so is one that matches
+// name only when case is ignored, alone or beside name: JSON parsers
+// disagree on which copy wins, and Go's encoding/json (among others)
+// matches struct fields case-insensitively, so such a body could let a
+// client show Tollgate one value, or none, and the upstream another.
 func member(body []byte, i int, name string) (start, end int, found bool, err error) {
 	i = skipSpace(body, i+1)
 	for i < len(body) && body[i] == '"' {
@@ -166,17 +168,15 @@ func member(body []byte, i int, name string) (start, end int, found bool, err er
 		i = skipSpace(body, i+1) // ':'
 		vStart := i
 		vEnd := skipValue(body, i)
-		if k, ok := decodeString(key); ok && (string(k) == name || foldEqual(k, name)) {
-			if found {
-				return 0, 0, false, fmt.Errorf("%w: %q", ErrFieldAmbiguous, name)
-			}
-			if string(k) == name {
+		if k, ok := decodeString(key); ok {
+			switch {
+			case string(k) == name:
+				if found {
+					return 0, 0, false, fmt.Errorf("%w: %q", ErrFieldAmbiguous, name)
+				}
 				start, end, found = vStart, vEnd, true
-			} else {
-				// A case variant alone is not the field, but together
-				// with the field it is ambiguous.
-				start, end = -1, -1
-				found = true
+			case foldEqual(k, name):
+				return 0, 0, false, &caseVariantError{field: name, key: string(k)}
 			}
 		}
 		i = skipSpace(body, vEnd)
@@ -184,11 +184,18 @@ func member(body []byte, i int, name string) (start, end int, found bool, err er
 			i = skipSpace(body, i+1)
 		}
 	}
-	if found && start < 0 {
-		return 0, 0, false, nil
-	}
 	return start, end, found, nil
 }
+
+// caseVariantError is ErrFieldAmbiguous for a key that differs from the
+// field's name only in case.
+type caseVariantError struct{ field, key string }
+
+func (e *caseVariantError) Error() string {
+	return fmt.Sprintf("field %q appears as %s, which differs only in case", e.field, quote(e.key))
+}
+
+func (e *caseVariantError) Is(target error) bool { return target == ErrFieldAmbiguous }
 
 func foldEqual(k []byte, name string) bool {
 	return utf8.Valid(k) && strings.EqualFold(string(k), name)

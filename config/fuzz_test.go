@@ -115,6 +115,8 @@ func FuzzBodyCondition(f *testing.F) {
 	f.Add([]byte(`{"t\u0079pe":"x","type":"y"}`), "type", uint8(CondIn), "x")
 	f.Add([]byte(`{"count":12}`), "count", uint8(CondNotEquals), "12")
 	f.Add([]byte(`[`), "x", uint8(CondNotExists), "")
+	f.Add([]byte(`{"Type":"whatsapp","name":"wa"}`), "type", uint8(CondIn), "whatsapp")
+	f.Add([]byte(`{"a":{"\u212a":1}}`), "a.k", uint8(CondExists), "")
 	f.Fuzz(func(t *testing.T, body []byte, field string, op uint8, value string) {
 		// Fields come from YAML, which is always valid UTF-8.
 		if !validFieldPath(field) || !utf8.ValidString(field) {
@@ -136,11 +138,40 @@ func FuzzBodyCondition(f *testing.F) {
 		if errors.Is(err, ErrFieldAmbiguous) {
 			return
 		}
+		if err == nil && caseVariantOnPath(body, field) {
+			// A decoder that ignores case (Go's, into a struct) could
+			// read the variant as the field.
+			t.Fatalf("Match(%s) on %s = %v with a case variant of the field on its path", field, body, got)
+		}
 		want, wantErr := referenceCondition(c, body)
 		if (err == nil) != (wantErr == nil) || got != want {
 			t.Fatalf("Match(%s) on %s = %v, %v; reference %v, %v", field, body, got, err, want, wantErr)
 		}
 	})
+}
+
+// caseVariantOnPath reports whether an object on the field's path holds a
+// key that differs from the path's segment only in case.
+func caseVariantOnPath(body []byte, field string) bool {
+	var cur any
+	if json.Unmarshal(body, &cur) != nil {
+		return false
+	}
+	for _, seg := range strings.Split(field, ".") {
+		m, ok := cur.(map[string]any)
+		if !ok {
+			return false
+		}
+		for k := range m {
+			if k != seg && strings.EqualFold(k, seg) {
+				return true
+			}
+		}
+		if cur, ok = m[seg]; !ok {
+			return false
+		}
+	}
+	return false
 }
 
 // referenceCondition evaluates c with encoding/json decoding the whole

@@ -226,7 +226,11 @@ func (h *Handler) serveMetered(ctx *fasthttp.RequestCtx, tenantID string, route 
 		if req.When != nil {
 			match, err := req.When.Match(body)
 			if err != nil {
-				WriteJSONError(ctx, fasthttp.StatusBadRequest, "invalid_body", "Request body must be a JSON object: "+err.Error())
+				msg := "Request body must be a JSON object: "
+				if errors.Is(err, config.ErrFieldAmbiguous) {
+					msg = "Request body is ambiguous: "
+				}
+				WriteJSONError(ctx, fasthttp.StatusBadRequest, "invalid_body", msg+err.Error())
 				return
 			}
 			if !match {

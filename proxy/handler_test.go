@@ -91,6 +91,54 @@ func TestFlagErrorsMatchSeed(t *testing.T) {
 	}
 }
 
+// TestCaseVariantFieldIsAmbiguous: a body whose only copy of a condition's
+// field differs in case ({"Type":...} for type) is refused, not read as
+// "field missing": a Go upstream (encoding/json into a struct, as the
+// demo's) reads it as the field, so skipping the flag would let a free
+// tenant create a WhatsApp channel.
+func TestCaseVariantFieldIsAmbiguous(t *testing.T) {
+	h := newHarness(t, harnessOpts{edit: func(s string) string {
+		const from = "when: {field: type, not_in: [widget]}"
+		if !strings.Contains(s, from) {
+			t.Fatalf("example config has no %q", from)
+		}
+		return strings.Replace(s, from, "when: {field: type, in: [whatsapp, telegram]}", 1)
+	}})
+	free := h.createTenant("free")
+
+	body := `{"Type":"whatsapp","name":"wa"}`
+	var upstreamView struct{ Type, Name string }
+	if err := json.Unmarshal([]byte(body), &upstreamView); err != nil || upstreamView.Type != "whatsapp" {
+		t.Fatalf("a Go upstream reads %+v, %v", upstreamView, err)
+	}
+	for _, tc := range []struct {
+		body   string
+		status int
+	}{
+		{body, http.StatusBadRequest},
+		{`{"type":"whatsapp","TYPE":"widget"}`, http.StatusBadRequest},
+		{`{"type":"whatsapp"}`, http.StatusPaymentRequired}, // the flag is required
+	} {
+		r := h.call(free.APIKey, "POST", "/api/v1/channels", tc.body)
+		if r.status != tc.status {
+			t.Fatalf("%s: %d %s, want %d", tc.body, r.status, r.body, tc.status)
+		}
+		if tc.status != http.StatusBadRequest {
+			continue
+		}
+		var e struct{ Error, Message string }
+		if err := json.Unmarshal(r.body, &e); err != nil || e.Error != "invalid_body" || !strings.Contains(e.Message, "ambiguous") {
+			t.Errorf("%s: body %s, want invalid_body saying the body is ambiguous", tc.body, r.body)
+		}
+	}
+	if got := h.usage(free.ID, "channels"); got != 0 {
+		t.Errorf("channels %d, want 0", got)
+	}
+	if got := h.up.count("POST", "/api/v1/channels"); got != 0 {
+		t.Errorf("upstream saw %d channel creations, want 0", got)
+	}
+}
+
 func TestMonthlyLimitWarningAndRetryAfter(t *testing.T) {
 	now := time.Date(2026, 11, 20, 12, 0, 0, 0, time.UTC)
 	h := newHarness(t, harnessOpts{clock: func() time.Time { return now }})
