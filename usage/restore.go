@@ -351,16 +351,17 @@ func (r *Restorer) restoreCounts(ctx context.Context, epoch int64, items []Item)
 		}
 		for j, c := range cmds {
 			tid := order[i+j]
+			restored := len(byTenant[tid])
 			if v, _ := c.(*redis.Cmd).Int64(); v < 0 {
-				// One tenant's bad value must not hold up every other
-				// tenant's restore (and with it every flush): its counts
-				// stay out, and its requests report the value as
-				// malformed until an operator repairs it.
-				r.log.Warn("restore: a tenant's counter in Redis is not a number; its counts were not restored",
-					zap.String("tenant", tid))
-				continue
+				// A bad value must not hold up the restore (and with it
+				// every flush), nor keep the tenant's good counters from
+				// their counts: only it stays out, and requests report it
+				// as malformed until an operator repairs it.
+				r.log.Warn("restore: counters in Redis that are not numbers were left out",
+					zap.String("tenant", tid), zap.Int64("counters", -v))
+				restored += int(v)
 			}
-			n += len(byTenant[tid])
+			n += restored
 		}
 	}
 	return n, nil
