@@ -21,6 +21,8 @@ func TestResolveCacheHitZeroAllocs(t *testing.T) {
 	}{
 		{"api_key", apiKeyCfg, hdr("Authorization", "Bearer "+key)},
 		{"header", config.TenantIdentification{Source: config.TenantHeader}, hdr("X-Tenant-Id", tid)},
+		{"header read from the wire", config.TenantIdentification{Source: config.TenantHeader},
+			rawHdr(t, "Accept: */*", "X-Tenant-Id: "+tid, "Cookie: a=b")},
 		{"jwt", config.TenantIdentification{Source: config.TenantJWT, JWT: config.JWT{Algorithm: "HS256", Secret: testSecret}},
 			hdr("Authorization", "Bearer "+hsToken(t, testSecret, jwt.MapClaims{"tenant_id": tid}))},
 	}

@@ -1,10 +1,12 @@
 package tenant
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
@@ -104,6 +106,23 @@ func hdr(name, value string) *fasthttp.RequestHeader {
 	var h fasthttp.RequestHeader
 	if name != "" {
 		h.Set(name, value)
+	}
+	return &h
+}
+
+// rawHdr reads request headers from raw header lines (without their CRLF)
+// the way the server does, so a test can send a field more than once.
+func rawHdr(t testing.TB, lines ...string) *fasthttp.RequestHeader {
+	t.Helper()
+	var b strings.Builder
+	b.WriteString("GET / HTTP/1.1\r\nHost: example.com\r\n")
+	for _, l := range lines {
+		b.WriteString(l + "\r\n")
+	}
+	b.WriteString("\r\n")
+	var h fasthttp.RequestHeader
+	if err := h.Read(bufio.NewReader(strings.NewReader(b.String()))); err != nil {
+		t.Fatalf("read header %q: %v", b.String(), err)
 	}
 	return &h
 }

@@ -1,6 +1,10 @@
 package tenant
 
-import "bytes"
+import (
+	"bytes"
+
+	"github.com/valyala/fasthttp"
+)
 
 const (
 	keyPrefix    = "tg_"
@@ -10,6 +14,26 @@ const (
 	maxJWTLen    = 8 << 10
 	bearerScheme = "bearer"
 )
+
+// singleValue returns the value of header name in h, nil when it is absent.
+// A header sent more than once is ErrRepeated, whatever the values: a front
+// proxy that adds its X-Tenant-Id (or Authorization) line instead of
+// replacing the client's leaves two, and Tollgate reading the first while an
+// upstream reads the last would meter one tenant and serve another.
+//
+// PeekAll counts every line, trailer fields included, in the header's own
+// scratch slice: it allocates only until that has grown, never on a reused
+// (pooled) request.
+func singleValue(h *fasthttp.RequestHeader, name string) ([]byte, error) {
+	vs := h.PeekAll(name)
+	switch len(vs) {
+	case 0:
+		return nil, nil
+	case 1:
+		return vs[0], nil
+	}
+	return nil, ErrRepeated
+}
 
 // parseBearer returns the credential of an "Authorization: Bearer <cred>"
 // value. A value with no credential at all is ErrMissing; anything else that

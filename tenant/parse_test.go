@@ -1,11 +1,14 @@
 package tenant
 
 import (
+	"bufio"
 	"bytes"
 	"errors"
 	"regexp"
 	"strings"
 	"testing"
+
+	"github.com/valyala/fasthttp"
 )
 
 const goodKey = "tg_abcdefghijklmnopqrstuvwxyz234567abcdefgh"
@@ -171,6 +174,52 @@ func FuzzHeaderTenantID(f *testing.F) {
 		}
 		if len(in) == 0 && !errors.Is(err, ErrMissing) {
 			t.Fatalf("empty value: err = %v, want ErrMissing", err)
+		}
+	})
+}
+
+// FuzzSingleValue reads a header block the way the server does and checks
+// singleValue against a count of its lines naming X-Tenant-Id in any case:
+// no line is nil, one is that line's value, more than one is ErrRepeated,
+// so no line an upstream could read as the header goes unseen.
+func FuzzSingleValue(f *testing.F) {
+	for _, s := range []string{
+		"X-Tenant-Id: acme\r\n",
+		"X-Tenant-Id: evil\r\nX-Tenant-Id: acme\r\n",
+		"x-tenant-id: evil\r\nAccept: */*\r\nX-TENANT-ID: acme\r\n",
+		"X-Tenant-Id:\r\nX-Tenant-Id: acme\r\n",
+		"X-Tenant-Id: a, b\r\n",
+		"X-Tenant-Ids: evil\r\nX-Tenant-Id: acme\r\n",
+		"Accept: */*\r\n",
+	} {
+		f.Add([]byte(s))
+	}
+	const name = "X-Tenant-Id"
+	f.Fuzz(func(t *testing.T, block []byte) {
+		raw := "GET / HTTP/1.1\r\nHost: example.com\r\n" + string(block) + "\r\n"
+		var h fasthttp.RequestHeader
+		if err := h.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+			return // the server answers 400 itself; Resolve never sees it
+		}
+		var lines []string
+		for _, l := range strings.Split(string(block), "\n") {
+			l = strings.TrimSuffix(l, "\r")
+			if l == "" {
+				break // the end of the header; the rest is body
+			}
+			k, v, ok := strings.Cut(l, ":")
+			if ok && strings.EqualFold(k, name) {
+				lines = append(lines, strings.Trim(v, " \t"))
+			}
+		}
+		v, err := singleValue(&h, name)
+		switch {
+		case len(lines) == 0 && (err != nil || v != nil):
+			t.Fatalf("%q: no %s line, got %q, %v", block, name, v, err)
+		case len(lines) == 1 && (err != nil || string(v) != lines[0]):
+			t.Fatalf("%q: one %s line %q, got %q, %v", block, name, lines[0], v, err)
+		case len(lines) > 1 && !errors.Is(err, ErrRepeated):
+			t.Fatalf("%q: %d %s lines, got %q, %v", block, len(lines), name, v, err)
 		}
 	})
 }

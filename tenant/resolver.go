@@ -142,13 +142,16 @@ func (r *Resolver) Close() error {
 // Resolve returns the tenant id for the request, reading only the configured
 // header. A cache hit neither allocates nor calls Redis (for jwt this holds
 // once the token was verified); a miss costs one Redis GET or EXISTS. Errors
-// are ErrMissing, ErrInvalid or ErrUnknown, or a wrapped store error that is
-// none of them.
+// are ErrMissing, ErrInvalid (ErrRepeated when the header is sent more than
+// once) or ErrUnknown, or a wrapped store error that is none of them.
 func (r *Resolver) Resolve(ctx context.Context, h *fasthttp.RequestHeader) (string, error) {
 	if h == nil {
 		return "", ErrMissing
 	}
-	v := h.Peek(r.header)
+	v, err := singleValue(h, r.header)
+	if err != nil {
+		return "", err
+	}
 	switch r.source {
 	case config.TenantAPIKey:
 		return r.resolveAPIKey(ctx, v)

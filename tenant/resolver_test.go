@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/golang-jwt/jwt/v5"
 	"github.com/redis/go-redis/v9"
 	"github.com/tollgate/tollgate/config"
 )
@@ -191,6 +192,88 @@ func TestResolveHeaderSource(t *testing.T) {
 	}
 }
 
+// The header a source reads, sent more than once, is ErrRepeated (an
+// ErrInvalid) whatever its lines hold: a front proxy that adds X-Tenant-Id
+// instead of replacing it leaves the client's line first, and an upstream
+// reading the last one would act for another tenant than the one metered.
+// The check comes before the cache, so a warm cache does not let it through;
+// the other source's header may repeat.
+func TestResolveRepeatedHeader(t *testing.T) {
+	rdb := testRedis(t)
+	tid := createTenant(t, rdb)
+	other := createTenant(t, rdb)
+	key := issueTestKey(t, rdb, tid)
+	otherKey := issueTestKey(t, rdb, other)
+	tok := hsToken(t, testSecret, jwt.MapClaims{"tenant_id": tid})
+	otherTok := hsToken(t, testSecret, jwt.MapClaims{"tenant_id": other})
+	resolvers := map[config.TenantSource]*Resolver{
+		config.TenantAPIKey: newTestResolver(t, apiKeyCfg, rdb),
+		config.TenantHeader: newTestResolver(t, config.TenantIdentification{Source: config.TenantHeader}, rdb),
+		config.TenantJWT: newTestResolver(t, config.TenantIdentification{Source: config.TenantJWT,
+			JWT: config.JWT{Algorithm: "HS256", Secret: testSecret}}, rdb),
+	}
+	// Every value below is cached before the table runs.
+	for src, vals := range map[config.TenantSource][]string{
+		config.TenantAPIKey: {"Authorization: Bearer " + key, "Authorization: Bearer " + otherKey},
+		config.TenantHeader: {"X-Tenant-Id: " + tid, "X-Tenant-Id: " + other},
+		config.TenantJWT:    {"Authorization: Bearer " + tok, "Authorization: Bearer " + otherTok},
+	} {
+		for _, v := range vals {
+			if _, err := resolvers[src].Resolve(context.Background(), rawHdr(t, v)); err != nil {
+				t.Fatalf("%s: warm-up %q: %v", src, v, err)
+			}
+		}
+	}
+
+	tests := []struct {
+		name   string
+		source config.TenantSource
+		lines  []string
+		want   string
+		err    error
+	}{
+		{"header once", config.TenantHeader, []string{"X-Tenant-Id: " + tid}, tid, nil},
+		{"header added after the client's", config.TenantHeader,
+			[]string{"X-Tenant-Id: " + other, "X-Tenant-Id: " + tid}, "", ErrRepeated},
+		{"header twice, same value", config.TenantHeader,
+			[]string{"X-Tenant-Id: " + tid, "X-Tenant-Id: " + tid}, "", ErrRepeated},
+		{"header twice, first empty", config.TenantHeader,
+			[]string{"X-Tenant-Id:", "X-Tenant-Id: " + tid}, "", ErrRepeated},
+		{"header twice, other spellings", config.TenantHeader,
+			[]string{"x-tenant-id: " + other, "X-TENANT-ID: " + tid}, "", ErrRepeated},
+		{"header twice, apart", config.TenantHeader,
+			[]string{"X-Tenant-Id: " + other, "Accept: */*", "X-Tenant-Id: " + tid}, "", ErrRepeated},
+		{"header once, authorization twice", config.TenantHeader,
+			[]string{"X-Tenant-Id: " + tid, "Authorization: Bearer " + otherKey, "Authorization: Bearer " + key}, tid, nil},
+		{"api key once", config.TenantAPIKey, []string{"Authorization: Bearer " + key}, tid, nil},
+		{"api key added after the client's", config.TenantAPIKey,
+			[]string{"Authorization: Bearer " + otherKey, "Authorization: Bearer " + key}, "", ErrRepeated},
+		{"api key twice, same key", config.TenantAPIKey,
+			[]string{"Authorization: Bearer " + key, "Authorization: Bearer " + key}, "", ErrRepeated},
+		{"api key twice, first not bearer", config.TenantAPIKey,
+			[]string{"Authorization: Basic dXNlcjpwYXNz", "Authorization: Bearer " + key}, "", ErrRepeated},
+		{"api key once, tenant header twice", config.TenantAPIKey,
+			[]string{"Authorization: Bearer " + key, "X-Tenant-Id: " + other, "X-Tenant-Id: " + tid}, tid, nil},
+		{"jwt once", config.TenantJWT, []string{"Authorization: Bearer " + tok}, tid, nil},
+		{"jwt added after the client's", config.TenantJWT,
+			[]string{"Authorization: Bearer " + otherTok, "Authorization: Bearer " + tok}, "", ErrRepeated},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := resolvers[tt.source]
+			for i := range 2 {
+				got, err := r.Resolve(context.Background(), rawHdr(t, tt.lines...))
+				if got != tt.want || !errors.Is(err, tt.err) || (tt.err == nil && err != nil) {
+					t.Fatalf("call %d: got %q, %v; want %q, %v", i, got, err, tt.want, tt.err)
+				}
+				if tt.err == ErrRepeated && !errors.Is(err, ErrInvalid) {
+					t.Fatalf("call %d: %v is not ErrInvalid", i, err)
+				}
+			}
+		})
+	}
+}
+
 // A tenant looked up before it existed is cached as unknown; Invalidate makes
 // every Resolver look again.
 func TestInvalidateTenant(t *testing.T) {
@@ -334,6 +417,10 @@ func TestGarbageNeverReachesRedis(t *testing.T) {
 		if !errors.Is(err, ErrMissing) && !errors.Is(err, ErrInvalid) {
 			t.Errorf("%q: err = %v", v, err)
 		}
+	}
+	twice := rawHdr(t, "Authorization: Bearer "+goodKey, "Authorization: Bearer "+goodKey)
+	if _, err := r.Resolve(context.Background(), twice); !errors.Is(err, ErrRepeated) {
+		t.Errorf("Authorization twice: err = %v, want ErrRepeated", err)
 	}
 }
 
