@@ -386,6 +386,11 @@ func (h *Handler) writeTenantError(ctx *fasthttp.RequestCtx, err error) {
 	switch {
 	case errors.Is(err, tenant.ErrMissing):
 		WriteJSONError(ctx, fasthttp.StatusUnauthorized, "unauthorized", h.missingCredentialMessage())
+	case errors.Is(err, tenant.ErrRepeated):
+		// An ambiguous request, like two Content-Lengths, rather than a bad
+		// credential: Tollgate and the upstream could each read another line.
+		WriteJSONError(ctx, fasthttp.StatusBadRequest, "invalid_request",
+			"Send the "+h.cfg.Tenant.Header+" header once: the request carries it more than once.")
 	case errors.Is(err, tenant.ErrInvalid):
 		WriteJSONError(ctx, fasthttp.StatusUnauthorized, "unauthorized", "The credential is malformed, expired or not signed correctly.")
 	case errors.Is(err, tenant.ErrUnknown):

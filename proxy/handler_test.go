@@ -398,6 +398,81 @@ func TestUnknownTenant(t *testing.T) {
 	}
 }
 
+// A request carrying the header the tenant is read from more than once is
+// 400 invalid_request naming it, counted for no tenant and not forwarded: a
+// front proxy that adds X-Tenant-Id (or a client that adds Authorization)
+// after the client's own line would have Tollgate meter the first tenant
+// while an upstream reading the last acts for another. One line of each
+// still passes and counts.
+func TestRepeatedTenantHeader(t *testing.T) {
+	for _, tc := range []struct {
+		source, header string
+		value          func(testTenant) string
+	}{
+		{"api_key", "Authorization", func(tt testTenant) string { return "Bearer " + tt.APIKey }},
+		{"header", "X-Tenant-Id", func(tt testTenant) string { return tt.ID }},
+	} {
+		t.Run(tc.source, func(t *testing.T) {
+			h := newHarness(t, harnessOpts{edit: func(s string) string {
+				const from = "tenant:\n  source: api_key\n"
+				if !strings.Contains(s, from) {
+					t.Fatalf("example config has no %q", from)
+				}
+				return strings.Replace(s, from, "tenant:\n  source: "+tc.source+"\n", 1)
+			}})
+			client, real := h.createTenant("pro"), h.createTenant("pro")
+			send := func(path string, values ...string) (*http.Response, []byte) {
+				t.Helper()
+				var lines strings.Builder
+				for _, v := range values {
+					lines.WriteString(tc.header + ": " + v + "\r\n")
+				}
+				const body = `{"text":"x"}`
+				raw := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\n%sContent-Type: application/json\r\n"+
+					"Content-Length: %d\r\nConnection: close\r\n\r\n%s", path, lines.String(), len(body), body)
+				return fwdRawDo(t, strings.TrimPrefix(h.proxies[0].url, "http://"), raw)
+			}
+
+			if resp, b := send("/api/v1/messages", tc.value(real)); resp.StatusCode != http.StatusCreated {
+				t.Fatalf("one line: %d %s, want 201", resp.StatusCode, b)
+			}
+			for _, path := range []string{"/api/v1/messages", "/api/v1/agents", "/api/v1/unmetered"} {
+				for _, vals := range [][]string{
+					{tc.value(client), tc.value(real)},
+					{tc.value(real), tc.value(real)},
+					{"", tc.value(real)},
+				} {
+					resp, b := send(path, vals...)
+					if resp.StatusCode != http.StatusBadRequest {
+						t.Fatalf("%s %q: %d %s, want 400", path, vals, resp.StatusCode, b)
+					}
+					if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
+						t.Errorf("%s: Content-Type %q", path, ct)
+					}
+					var e struct{ Error, Message string }
+					if err := json.Unmarshal(b, &e); err != nil || e.Error != "invalid_request" || !strings.Contains(e.Message, tc.header) {
+						t.Fatalf("%s: body %s, want invalid_request naming %s", path, b, tc.header)
+					}
+				}
+			}
+			for _, tt := range []testTenant{client, real} {
+				for _, f := range []string{"messages", "agents"} {
+					want := int64(0)
+					if tt.ID == real.ID && f == "messages" {
+						want = 1
+					}
+					if got := h.usage(tt.ID, f); got != want {
+						t.Errorf("%s of %s: %d, want %d", f, tt.ID, got, want)
+					}
+				}
+			}
+			if n := h.up.all.Load(); n != 1 {
+				t.Errorf("upstream saw %d requests, want the one with a single line", n)
+			}
+		})
+	}
+}
+
 func TestPlanChangeAppliesToNextRequest(t *testing.T) {
 	h := newHarness(t, harnessOpts{})
 	ten := h.createTenant("free")
