@@ -23,10 +23,6 @@ var (
 	ErrAmountTooLarge  = errors.New("too large")
 )
 
-// maxBodyAmount keeps amounts exact in Redis' Lua, whose numbers are
-// doubles.
-const maxBodyAmount = 1<<53 - 1
-
 // Match reports whether the JSON body satisfies the condition. A missing
 // field (or a path through a non-object) is "not equal", "not in" and
 // "exists: false"; an object or array value equals nothing. The only
@@ -114,7 +110,7 @@ func (m *Meter) BodyAmount(body []byte) (int64, error) {
 		return 0, fmt.Errorf("%w: got %s", ErrAmountNegative, shorten(val))
 	}
 	n, err := strconv.ParseInt(string(val), 10, 64)
-	if err != nil || n > maxBodyAmount {
+	if err != nil || n > maxAmount {
 		return 0, fmt.Errorf("%w: got %s", ErrAmountTooLarge, shorten(val))
 	}
 	return n, nil

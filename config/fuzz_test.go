@@ -132,7 +132,7 @@ func FuzzBodyCondition(f *testing.F) {
 			}
 			return
 		}
-		if amountErr == nil && (n < 0 || n > maxBodyAmount) {
+		if amountErr == nil && (n < 0 || n > maxAmount) {
 			t.Fatalf("BodyAmount = %d", n)
 		}
 		if errors.Is(err, ErrFieldAmbiguous) {

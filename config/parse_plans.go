@@ -153,7 +153,7 @@ func formatFloat(v float64) string { return strconv.FormatFloat(v, 'g', -1, 64) 
 
 var currencyRE = regexp.MustCompile(`^[A-Z]{3}$`)
 
-const limitExpect = `a whole number >= 0 or "unlimited"`
+const limitExpect = `a whole number from 0 to ` + maxAmountText + ` or "unlimited"`
 
 func (p *parser) plans(n, defaultPlan *yaml.Node) {
 	c := p.cfg
@@ -276,9 +276,17 @@ func (p *parser) limits(pl *Plan, n *yaml.Node, key string) {
 		case v.Kind == yaml.ScalarNode && v.Tag == "!!str" && v.Value == "unlimited":
 			pl.Limits[f.Index] = Unlimited
 		default:
-			if limit, ok := p.integer(v, k, limitExpect); ok && limit < 0 {
+			limit, ok := p.integer(v, k, limitExpect)
+			switch {
+			case !ok:
+			case limit < 0 || limit > maxAmount:
 				p.add(k, "expected %s, got %s", limitExpect, quote(v.Value))
-			} else if ok {
+			case ceiling(limit, f.Grace) > maxAmount:
+				// The quota scripts admit up to the ceiling, which must
+				// stay an exact integer in Lua too.
+				p.add(k, "expected at most %d, so that the ceiling (limit × %s's grace %s) stays within %s, got %d",
+					maxLimit(f.Grace), f.Name, formatFloat(f.Grace), maxAmountText, limit)
+			default:
 				pl.Limits[f.Index] = limit
 			}
 		}

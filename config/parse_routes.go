@@ -137,12 +137,12 @@ func (p *parser) meter(n *yaml.Node, key string) *Meter {
 		p.add(key, "amount and amount_from are exclusive; give one")
 		return m
 	}
-	amountExpect := "a whole number other than 0"
+	amountExpect := "a whole number other than 0 within ±" + maxAmountText
 	if f.Kind == Metered {
-		amountExpect = "a whole number >= 1 (negative amounts are only for gauges)"
+		amountExpect = "a whole number from 1 to " + maxAmountText + " (negative amounts are only for gauges)"
 	}
 	if v, ok := p.integer(o.get("amount"), join(key, "amount"), amountExpect); ok {
-		if v == 0 || (v < 0 && f.Kind != Gauge) || v == math.MinInt64 {
+		if v == 0 || (v < 0 && f.Kind != Gauge) || v < -maxAmount || v > maxAmount {
 			p.add(join(key, "amount"), "expected %s, got %d", amountExpect, v)
 		} else {
 			m.Amount = v

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"reflect"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -224,7 +225,7 @@ func TestErrorFormat(t *testing.T) {
 	if !errors.As(list.Unwrap()[0], &e) {
 		t.Fatalf("error is %T, want *Error", list.Unwrap()[0])
 	}
-	want := `tollgate.yaml: plans[1].limits.agents: expected a whole number >= 0 or "unlimited", got "lots"`
+	want := `tollgate.yaml: plans[1].limits.agents: expected a whole number from 0 to 9007199254740991 (2^53-1) or "unlimited", got "lots"`
 	if e.Error() != want || e.File != "tollgate.yaml" || e.Key != "plans[1].limits.agents" {
 		t.Errorf("got  %s\nwant %s", e.Error(), want)
 	}
@@ -281,5 +282,46 @@ routes:
 	}
 	if n := len(list.Unwrap()); n != len(wants) {
 		t.Errorf("got %d errors, want %d:\n%s", n, len(wants), msg)
+	}
+}
+
+// TestLimitBounds pins the largest limits Parse accepts to what the quota
+// scripts can hold exactly: the limit and its ceiling (limit × grace) are at
+// most 2^53-1.
+func TestLimitBounds(t *testing.T) {
+	for _, grace := range []float64{1, 1.1, 1.5, 2, 3.7} {
+		max := maxLimit(grace)
+		if c := ceiling(max, grace); c > maxAmount || ceiling(max+1, grace) <= maxAmount && max < maxAmount {
+			t.Errorf("grace %v: maxLimit %d has ceiling %v; the next limit's is %v", grace, max, c, ceiling(max+1, grace))
+		}
+		for _, tc := range []struct {
+			limit int64
+			ok    bool
+		}{{max, true}, {max + 1, false}} {
+			text := strings.Replace(validBase, "{kind: metered}", "{kind: metered, grace: "+strconv.FormatFloat(grace, 'g', -1, 64)+"}", 1)
+			text = strings.Replace(text, "messages: 10,", "messages: "+strconv.FormatInt(tc.limit, 10)+",", 1)
+			c, err := Parse("t.yaml", []byte(text), nil)
+			if (err == nil) != tc.ok {
+				t.Errorf("grace %v, limit %d: err %v, want ok %v", grace, tc.limit, err, tc.ok)
+				continue
+			}
+			if err == nil {
+				if err := c.Validate(); err != nil {
+					t.Errorf("grace %v, limit %d: Validate: %v", grace, tc.limit, err)
+				}
+			}
+		}
+	}
+	c, err := Parse("t.yaml", []byte(validBase), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Plans[0].Limits[c.FeatureByName["messages"].Index] = maxAmount + 1
+	c.Routes[0].Meter.Amount = maxAmount + 1
+	err = c.Validate()
+	for _, want := range []string{"plans[0].limits.messages: expected a limit from 0 to 9007199254740991 (2^53-1) or Unlimited", "routes[0].meter: amount 9007199254740992"} {
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("Validate: %v; want it to contain %q", err, want)
+		}
 	}
 }

@@ -4,6 +4,7 @@
 package config
 
 import (
+	"math"
 	"time"
 )
 
@@ -236,6 +237,38 @@ type Feature struct {
 
 // Unlimited is the limit value of a plan that does not cap a feature.
 const Unlimited int64 = -1
+
+// maxAmount bounds plan limits, their ceilings (limit × Grace), fixed meter
+// amounts and body amounts: Redis' Lua reads numbers as doubles, which are
+// exact only up to 2^53, and the quota scripts report a limit or counter
+// beyond it as malformed.
+const maxAmount = 1<<53 - 1
+
+// maxAmountText is maxAmount as error messages state it.
+const maxAmountText = "9007199254740991 (2^53-1)"
+
+// ceiling is the most usage a limit admits with grace, computed as the
+// quota scripts compute it: floor(limit × grace + 1e-9). A grace below 1
+// counts as 1, as in the quota package.
+func ceiling(limit int64, grace float64) float64 {
+	if !(grace >= 1) {
+		grace = 1
+	}
+	return math.Floor(float64(limit)*grace + 1e-9)
+}
+
+// maxLimit is the largest limit whose ceiling with grace stays within
+// maxAmount.
+func maxLimit(grace float64) int64 {
+	if !(grace > 1) {
+		return maxAmount
+	}
+	l := int64(maxAmount / grace)
+	for l > 0 && ceiling(l, grace) > maxAmount {
+		l--
+	}
+	return l
+}
 
 // Plan is something a tenant subscribes to.
 type Plan struct {

@@ -107,8 +107,15 @@ func (c *Config) validatePlans(p *problems) {
 			continue
 		}
 		for _, f := range c.Features {
-			if f != nil && f.Kind != Flag && pl.Limits[f.Index] < Unlimited {
-				p.add(join(join(key, "limits"), f.Name), "expected a limit >= 0 or Unlimited, got %d", pl.Limits[f.Index])
+			if f == nil || f.Kind == Flag {
+				continue
+			}
+			switch l := pl.Limits[f.Index]; {
+			case l < Unlimited || l > maxAmount:
+				p.add(join(join(key, "limits"), f.Name), "expected a limit from 0 to %s or Unlimited, got %d", maxAmountText, l)
+			case l >= 0 && ceiling(l, f.Grace) > maxAmount:
+				p.add(join(join(key, "limits"), f.Name), "expected a limit whose ceiling (limit × grace %s) is at most %s, got %d",
+					formatFloat(f.Grace), maxAmountText, l)
 			}
 		}
 	}
@@ -137,7 +144,8 @@ func (c *Config) validateRoutes(p *problems) {
 			switch {
 			case !known[m.Feature] || m.Feature.Kind == Flag:
 				p.add(mk, "expected a metered or gauge feature of this configuration")
-			case m.Source == AmountFixed && (m.Amount == 0 || (m.Amount < 0 && m.Feature.Kind != Gauge)):
+			case m.Source == AmountFixed && (m.Amount == 0 || (m.Amount < 0 && m.Feature.Kind != Gauge) ||
+				m.Amount < -maxAmount || m.Amount > maxAmount):
 				p.add(mk, "amount %d does not fit a %s feature", m.Amount, m.Feature.Kind)
 			case m.Source == AmountBodyField && !validFieldPath(m.Field):
 				p.add(mk, "expected a body field path, got %q", m.Field)
