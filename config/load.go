@@ -77,8 +77,22 @@ func (p *parser) parse(root *yaml.Node) {
 	top := p.object(root, "", "listen", "api_listen", "procs", "workers", "upstream", "redis", "database", "admin",
 		"tenant", "features", "default_plan", "plans", "routes", "account")
 	c := p.cfg
+	before := len(p.errs)
 	c.Listen = p.setting(top.get("listen"), "listen", EnvListen, "127.0.0.1:8080", checkListen)
 	c.APIListen = p.setting(top.get("api_listen"), "api_listen", EnvAPIListen, "127.0.0.1:8081", checkListen)
+	if len(p.errs) == before {
+		// The environment is resolved: these are the addresses bound.
+		key, listen := "api_listen", "listen"
+		if p.env(EnvAPIListen) != "" {
+			key = "env " + EnvAPIListen
+		}
+		if p.env(EnvListen) != "" {
+			listen = EnvListen
+		}
+		if msg := listenOverlap(c.Listen, c.APIListen, listen); msg != "" {
+			p.add(key, "%s", msg)
+		}
+	}
 	c.Procs = procsValue(p.setting(top.get("procs"), "procs", EnvProcs, "all", checkProcs))
 	c.Workers = workersValue(p.setting(top.get("workers"), "workers", EnvWorkers, "1", checkWorkers))
 	p.upstream(top.get("upstream"))

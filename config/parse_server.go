@@ -1,6 +1,7 @@
 package config
 
 import (
+	"fmt"
 	"net"
 	"net/url"
 	"regexp"
@@ -26,6 +27,65 @@ func checkListen(s string) (string, string) {
 		return "", "expected host:port such as 127.0.0.1:8080, got " + quote(s)
 	}
 	return s, ""
+}
+
+// listenOverlap says why api (the api_listen address) cannot be bound
+// beside listen (the proxy's, named listenKey), or returns "". Both are
+// checked host:port addresses. They overlap on the same port, other than 0,
+// when their hosts are the same or either is a wildcard (empty, 0.0.0.0 or
+// [::]), which takes the port on every address: one process would fail to
+// bind the second with "address already in use", and workers, which bind
+// both with SO_REUSEPORT, would have the kernel hand admin connections to
+// the proxy.
+func listenOverlap(listen, api, listenKey string) string {
+	lh, lp, err1 := net.SplitHostPort(listen)
+	ah, ap, err2 := net.SplitHostPort(api)
+	if err1 != nil || err2 != nil || lp != ap || lp == "0" {
+		return ""
+	}
+	var why string
+	switch {
+	case isWildcardHost(lh) || isWildcardHost(ah):
+		why = "a wildcard host takes the port on every address"
+	case sameHost(lh, ah):
+		why = "the same host"
+	default:
+		return ""
+	}
+	return fmt.Sprintf("expected an address apart from %s's, got %s: %s is %s, and both would take port %s (%s)",
+		listenKey, quote(api), listenKey, quote(listen), ap, why)
+}
+
+func isWildcardHost(h string) bool {
+	ip := net.ParseIP(h)
+	return h == "" || (ip != nil && ip.IsUnspecified())
+}
+
+// sameHost compares two listen hosts without resolving names: IP
+// addresses by value (::ffff:127.0.0.1 is 127.0.0.1), localhost as the
+// loopback addresses it names, other names case-insensitively.
+func sameHost(a, b string) bool {
+	norm := func(h string) []net.IP {
+		if strings.EqualFold(strings.TrimSuffix(h, "."), "localhost") {
+			return []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback}
+		}
+		if ip := net.ParseIP(h); ip != nil {
+			return []net.IP{ip}
+		}
+		return nil
+	}
+	as, bs := norm(a), norm(b)
+	if as == nil || bs == nil {
+		return as == nil && bs == nil && strings.EqualFold(a, b)
+	}
+	for _, x := range as {
+		for _, y := range bs {
+			if x.Equal(y) {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // checkUpstreamURL accepts only scheme://host[:port]: the forwarder sends

@@ -325,3 +325,37 @@ func TestLimitBounds(t *testing.T) {
 		}
 	}
 }
+
+func TestListenersApart(t *testing.T) {
+	for _, tc := range []struct {
+		listen, api string
+		env         map[string]string
+	}{
+		{"127.0.0.1:8080", "127.0.0.1:8081", nil},
+		{"127.0.0.1:8080", "127.0.0.2:8080", nil},
+		{"127.0.0.1:8080", "[::1]:8080", nil},
+		{"0.0.0.0:8080", "0.0.0.0:8081", nil},
+		{"127.0.0.1:0", "127.0.0.1:0", nil}, // each gets a free port of its own
+		{"0.0.0.0:0", "127.0.0.1:0", nil},
+		// The file's addresses overlap; the environment's, which are bound, do not.
+		{"127.0.0.1:8080", "127.0.0.1:8080", map[string]string{EnvAPIListen: "127.0.0.1:9091"}},
+	} {
+		text := "listen: '" + tc.listen + "'\napi_listen: '" + tc.api + "'\n" + validBase
+		c, err := Parse("t.yaml", []byte(text), func(k string) string { return tc.env[k] })
+		if err != nil {
+			t.Errorf("listen %s, api_listen %s: %v", tc.listen, tc.api, err)
+			continue
+		}
+		if err := c.Validate(); err != nil {
+			t.Errorf("listen %s, api_listen %s: Validate: %v", tc.listen, tc.api, err)
+		}
+	}
+	c, err := Parse("t.yaml", []byte(validBase), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.APIListen = "[::]:8080"
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "api_listen: expected an address apart from listen's") {
+		t.Errorf("Validate with api_listen [::]:8080 beside listen 127.0.0.1:8080: %v", err)
+	}
+}

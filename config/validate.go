@@ -10,6 +10,9 @@ import (
 // changed in code (tests, tools), and it returns *Error values like Parse.
 func (c *Config) Validate() error {
 	p := &problems{file: c.Source}
+	if msg := listenOverlap(c.Listen, c.APIListen, "listen"); msg != "" {
+		p.add("api_listen", "%s", msg)
+	}
 	if _, msg := checkUpstreamURL(c.Upstream.URL); msg != "" {
 		p.add("upstream.url", "%s", msg)
 	}
