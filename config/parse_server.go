@@ -98,15 +98,23 @@ func checkUpstreamURL(s string) (string, string) {
 	if u.Hostname() == "" {
 		return "", "expected an http:// or https:// URL with a host, got " + quote(s)
 	}
-	if p := u.Port(); p != "" {
-		if n, err := strconv.ParseUint(p, 10, 16); err != nil || n == 0 {
-			return "", "expected an http:// or https:// URL with a port between 1 and 65535, got " + quote(s)
-		}
+	if !validPort(u.Port()) {
+		return "", "expected an http:// or https:// URL with a port between 1 and 65535, got " + quote(s)
 	}
 	if u.User != nil || (u.Path != "" && u.Path != "/") || u.RawQuery != "" || u.ForceQuery || u.Fragment != "" {
 		return "", "expected an http:// or https:// URL of just scheme, host and port (requests keep their own path), got " + quote(s)
 	}
 	return strings.TrimSuffix(s, "/"), ""
+}
+
+// validPort reports whether a URL's port is absent (the scheme's default)
+// or between 1 and 65535.
+func validPort(p string) bool {
+	if p == "" {
+		return true
+	}
+	n, err := strconv.ParseUint(p, 10, 16)
+	return err == nil && n > 0
 }
 
 func checkRedisURL(s string) (string, string) {
@@ -116,6 +124,10 @@ func checkRedisURL(s string) (string, string) {
 	if _, err := redis.ParseURL(s); err != nil {
 		return "", "expected a redis:// or rediss:// URL, got " + quote(s) + " (" + err.Error() + ")"
 	}
+	// The client takes any number as the port and fails on every dial.
+	if u, err := url.Parse(s); err != nil || !validPort(u.Port()) {
+		return "", "expected a redis:// or rediss:// URL with a port between 1 and 65535, got " + quote(s)
+	}
 	return s, ""
 }
 
@@ -123,6 +135,13 @@ func checkDatabaseURL(s string) (string, string) {
 	u, err := url.Parse(s)
 	if err != nil || (u.Scheme != "postgres" && u.Scheme != "postgresql") {
 		return "", "expected a postgres:// or postgresql:// URL, got " + quote(s)
+	}
+	// The driver takes a comma-separated list of hosts, each with an
+	// optional port, and fails on every connect with a port out of range.
+	for _, h := range strings.Split(u.Host, ",") {
+		if !validPort((&url.URL{Host: h}).Port()) {
+			return "", "expected a postgres:// or postgresql:// URL with ports between 1 and 65535, got " + quote(s)
+		}
 	}
 	return s, ""
 }

@@ -359,3 +359,16 @@ func TestListenersApart(t *testing.T) {
 		t.Errorf("Validate with api_listen [::]:8080 beside listen 127.0.0.1:8080: %v", err)
 	}
 }
+
+func TestServiceURLPorts(t *testing.T) {
+	for _, u := range []string{"redis://127.0.0.1:65535/0", "rediss://h/1", "redis://[::1]:6379", "redis://h:/0"} {
+		if _, msg := checkRedisURL(u); msg != "" {
+			t.Errorf("redis %s: %s", u, msg)
+		}
+	}
+	for _, u := range []string{"postgres://h:1/db", "postgres://a:5432,b:5433/db", "postgres://[::1]:5433/db", "postgres:///db?host=/run/postgresql", "postgresql://h/db"} {
+		if _, msg := checkDatabaseURL(u); msg != "" {
+			t.Errorf("database %s: %s", u, msg)
+		}
+	}
+}
