@@ -209,7 +209,11 @@ func (p *parser) pairs(n *yaml.Node, key string, depth int) (own, merged []field
 				p.add(join(key, "<<"), "merges nested too deeply")
 				continue
 			}
-			for _, m := range mergeSources(v) {
+			sources, bad := mergeSources(v)
+			if bad != "" {
+				p.add(join(key, "<<"), "expected a mapping or a list of mappings, got %s", bad)
+			}
+			for _, m := range sources {
 				o, mm := p.pairs(m, key, depth+1)
 				merged = append(merged, o...)
 				merged = append(merged, mm...)
@@ -226,23 +230,26 @@ func (p *parser) pairs(n *yaml.Node, key string, depth int) (own, merged []field
 	return own, merged
 }
 
-func mergeSources(v *yaml.Node) []*yaml.Node {
-	v = resolve(v)
-	if v == nil {
-		return nil
+// mergeSources lists the mappings a "<<" value merges in. bad describes
+// what else it found, for the error: the YAML merge key takes only a
+// mapping or a list of mappings, and anything else would silently merge
+// nothing.
+func mergeSources(v *yaml.Node) (out []*yaml.Node, bad string) {
+	r := resolve(v)
+	switch {
+	case r != nil && r.Kind == yaml.MappingNode:
+		return []*yaml.Node{r}, ""
+	case r == nil || r.Kind != yaml.SequenceNode:
+		return nil, describe(v)
 	}
-	if v.Kind == yaml.MappingNode {
-		return []*yaml.Node{v}
-	}
-	var out []*yaml.Node
-	if v.Kind == yaml.SequenceNode {
-		for _, c := range v.Content {
-			if c = resolve(c); c != nil && c.Kind == yaml.MappingNode {
-				out = append(out, c)
-			}
+	for _, c := range r.Content {
+		if m := resolve(c); m != nil && m.Kind == yaml.MappingNode {
+			out = append(out, m)
+		} else if bad == "" {
+			bad = "a list holding " + describe(c)
 		}
 	}
-	return out
+	return out, bad
 }
 
 // isMapping reports whether n is a mapping, reporting it otherwise, so a
