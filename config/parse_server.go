@@ -165,9 +165,10 @@ func (p *parser) upstream(n *yaml.Node) {
 	u.Timeout = p.duration(o.get("timeout"), "upstream.timeout", 30*time.Second)
 	u.DialTimeout = p.duration(o.get("dial_timeout"), "upstream.dial_timeout", 2*time.Second)
 	u.MaxConns = 1024
-	if v, ok := p.integer(o.get("max_conns"), "upstream.max_conns", "a whole number >= 1"); ok {
+	const maxConnsExpect = "a whole number from 1 to 1048576 (2^20)"
+	if v, ok := p.integer(o.get("max_conns"), "upstream.max_conns", maxConnsExpect); ok {
 		if v < 1 || v > 1<<20 {
-			p.add("upstream.max_conns", "expected a whole number >= 1, got %d", v)
+			p.add("upstream.max_conns", "expected %s, got %d", maxConnsExpect, v)
 		} else {
 			u.MaxConns = int(v)
 		}
@@ -206,9 +207,10 @@ func (p *parser) redis(n *yaml.Node) {
 	r := &p.cfg.Redis
 	r.URL = p.setting(o.get("url"), "redis.url", EnvRedisURL, "redis://127.0.0.1:6379/0", checkRedisURL)
 	r.Timeout = p.duration(o.get("timeout"), "redis.timeout", 50*time.Millisecond)
-	if v, ok := p.integer(o.get("pool_size"), "redis.pool_size", "a whole number >= 0 (0: the client's default)"); ok {
+	const poolExpect = "a whole number from 0 to 65536 (2^16; 0: the client's default)"
+	if v, ok := p.integer(o.get("pool_size"), "redis.pool_size", poolExpect); ok {
 		if v < 0 || v > 1<<16 {
-			p.add("redis.pool_size", "expected a whole number >= 0 (0: the client's default), got %d", v)
+			p.add("redis.pool_size", "expected %s, got %d", poolExpect, v)
 		} else {
 			r.PoolSize = int(v)
 		}

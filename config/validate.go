@@ -34,8 +34,11 @@ func (c *Config) Validate() error {
 			p.add(v.key, "expected a value > 0, got %d", v.n)
 		}
 	}
-	if c.Redis.PoolSize < 0 {
-		p.add("redis.pool_size", "expected a whole number >= 0, got %d", c.Redis.PoolSize)
+	if c.Upstream.MaxConns > 1<<20 {
+		p.add("upstream.max_conns", "expected a whole number from 1 to 1048576 (2^20), got %d", c.Upstream.MaxConns)
+	}
+	if c.Redis.PoolSize < 0 || c.Redis.PoolSize > 1<<16 {
+		p.add("redis.pool_size", "expected a whole number from 0 to 65536 (2^16), got %d", c.Redis.PoolSize)
 	}
 	if _, msg := checkRedisURL(c.Redis.URL); msg != "" {
 		p.add("redis.url", "%s", msg)
