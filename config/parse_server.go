@@ -162,8 +162,8 @@ func (p *parser) upstream(n *yaml.Node) {
 		}
 		u.Host = net.JoinHostPort(parsed.Hostname(), port)
 	}
-	u.Timeout = p.duration(o.get("timeout"), "upstream.timeout", 30*time.Second)
-	u.DialTimeout = p.duration(o.get("dial_timeout"), "upstream.dial_timeout", 2*time.Second)
+	u.Timeout = p.duration(o.get("timeout"), "upstream.timeout", 30*time.Second, minTimeout)
+	u.DialTimeout = p.duration(o.get("dial_timeout"), "upstream.dial_timeout", 2*time.Second, minTimeout)
 	u.MaxConns = 1024
 	const maxConnsExpect = "a whole number from 1 to 1048576 (2^20)"
 	if v, ok := p.integer(o.get("max_conns"), "upstream.max_conns", maxConnsExpect); ok {
@@ -206,7 +206,7 @@ func (p *parser) redis(n *yaml.Node) {
 	o := p.object(n, "redis", "url", "timeout", "pool_size", "pipeline", "reconcile_interval")
 	r := &p.cfg.Redis
 	r.URL = p.setting(o.get("url"), "redis.url", EnvRedisURL, "redis://127.0.0.1:6379/0", checkRedisURL)
-	r.Timeout = p.duration(o.get("timeout"), "redis.timeout", 50*time.Millisecond)
+	r.Timeout = p.duration(o.get("timeout"), "redis.timeout", 50*time.Millisecond, minTimeout)
 	const poolExpect = "a whole number from 0 to 65536 (2^16; 0: the client's default)"
 	if v, ok := p.integer(o.get("pool_size"), "redis.pool_size", poolExpect); ok {
 		if v < 0 || v > 1<<16 {
@@ -219,7 +219,7 @@ func (p *parser) redis(n *yaml.Node) {
 	if v, ok := p.boolean(o.get("pipeline"), "redis.pipeline", "true or false"); ok {
 		r.Pipeline = v
 	}
-	r.ReconcileInterval = p.duration(o.get("reconcile_interval"), "redis.reconcile_interval", time.Second)
+	r.ReconcileInterval = p.duration(o.get("reconcile_interval"), "redis.reconcile_interval", time.Second, minInterval)
 }
 
 func (p *parser) database(n *yaml.Node) {

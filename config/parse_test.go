@@ -372,3 +372,23 @@ func TestServiceURLPorts(t *testing.T) {
 		}
 	}
 }
+
+func TestDurationMinimums(t *testing.T) {
+	text := strings.Replace(validBase, "  url: http://127.0.0.1:9000\n", "  url: http://127.0.0.1:9000\n  timeout: 1ms\n  dial_timeout: 1ms\n", 1) +
+		"redis: {timeout: 1ms, reconcile_interval: 10ms}\n"
+	c, err := Parse("t.yaml", []byte(text), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Upstream.Timeout != time.Millisecond || c.Upstream.DialTimeout != time.Millisecond ||
+		c.Redis.Timeout != time.Millisecond || c.Redis.ReconcileInterval != 10*time.Millisecond {
+		t.Errorf("durations %v %v %v %v", c.Upstream.Timeout, c.Upstream.DialTimeout, c.Redis.Timeout, c.Redis.ReconcileInterval)
+	}
+	if err := c.Validate(); err != nil {
+		t.Errorf("Validate: %v", err)
+	}
+	c.Redis.ReconcileInterval = time.Millisecond
+	if err := c.Validate(); err == nil || !strings.Contains(err.Error(), "redis.reconcile_interval: expected a duration of at least 10ms, got 1ms") {
+		t.Errorf("Validate with a 1ms reconcile interval: %v", err)
+	}
+}

@@ -3,6 +3,7 @@ package config
 import (
 	"fmt"
 	"math"
+	"time"
 )
 
 // Validate checks the invariants the rest of Tollgate relies on. Parse only
@@ -23,15 +24,24 @@ func (c *Config) Validate() error {
 		key string
 		n   int64
 	}{
-		{"upstream.timeout", int64(c.Upstream.Timeout)},
-		{"upstream.dial_timeout", int64(c.Upstream.DialTimeout)},
 		{"upstream.max_conns", int64(c.Upstream.MaxConns)},
 		{"upstream.max_buffered_body", int64(c.Upstream.MaxBufferedBody)},
-		{"redis.timeout", int64(c.Redis.Timeout)},
-		{"redis.reconcile_interval", int64(c.Redis.ReconcileInterval)},
 	} {
 		if v.n <= 0 {
 			p.add(v.key, "expected a value > 0, got %d", v.n)
+		}
+	}
+	for _, v := range []struct {
+		key    string
+		d, min time.Duration
+	}{
+		{"upstream.timeout", c.Upstream.Timeout, minTimeout},
+		{"upstream.dial_timeout", c.Upstream.DialTimeout, minTimeout},
+		{"redis.timeout", c.Redis.Timeout, minTimeout},
+		{"redis.reconcile_interval", c.Redis.ReconcileInterval, minInterval},
+	} {
+		if v.d < v.min {
+			p.add(v.key, "expected a duration of at least %s, got %s", v.min, v.d)
 		}
 	}
 	if c.Upstream.MaxConns > 1<<20 {

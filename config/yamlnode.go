@@ -331,17 +331,26 @@ func (p *parser) boolean(n *yaml.Node, key, expect string) (bool, bool) {
 	return v, true
 }
 
-const durationExpect = "a Go duration > 0 such as 30s or 500ms"
+// Shortest durations accepted: below them a timeout expires before any
+// network answer can arrive, and an interval spins a loop. Timeouts are
+// upstream.timeout, upstream.dial_timeout and redis.timeout; intervals are
+// redis.reconcile_interval.
+const (
+	minTimeout  = time.Millisecond
+	minInterval = 10 * time.Millisecond
+)
 
-// duration reads a positive Go duration string; def applies when absent.
-func (p *parser) duration(n *yaml.Node, key string, def time.Duration) time.Duration {
-	s, ok := p.str(n, key, durationExpect)
+// duration reads a Go duration string of at least min; def applies when
+// absent.
+func (p *parser) duration(n *yaml.Node, key string, def, min time.Duration) time.Duration {
+	expect := "a Go duration of at least " + min.String() + " such as 30s or 500ms"
+	s, ok := p.str(n, key, expect)
 	if !ok {
 		return def
 	}
 	d, err := time.ParseDuration(s)
-	if err != nil || d <= 0 {
-		p.add(key, "expected %s, got %s", durationExpect, quote(s))
+	if err != nil || d < min {
+		p.add(key, "expected %s, got %s", expect, quote(s))
 		return def
 	}
 	return d
