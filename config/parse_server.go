@@ -234,10 +234,20 @@ const envNameExpect = "an environment variable name such as TOLLGATE_ADMIN_TOKEN
 func (p *parser) admin(n *yaml.Node) {
 	o := p.object(n, "admin", "token_env")
 	if name, ok := p.str(o.get("token_env"), "admin.token_env", envNameExpect); ok {
-		if !envNameRE.MatchString(name) {
+		switch {
+		case !envNameRE.MatchString(name):
 			p.add("admin.token_env", "expected %s, got %s", envNameExpect, quote(name))
-		} else {
+		case p.env(name) != "":
 			p.cfg.Admin.Token = p.env(name)
+		case p.env(EnvAdminToken) == "":
+			// As for tenant.jwt.secret_env: a variable the file names must
+			// be set. Running without the admin API is leaving it out.
+			alt := ""
+			if name != EnvAdminToken {
+				alt = "or set " + EnvAdminToken + "; "
+			}
+			p.add("admin.token_env", "environment variable %s is empty or unset; it must hold the admin API token (%sleave token_env out to run without the admin API, which then answers 401 to every call)",
+				name, alt)
 		}
 	}
 	// The well-known variable always wins, so an operator can rotate the

@@ -392,3 +392,25 @@ func TestDurationMinimums(t *testing.T) {
 		t.Errorf("Validate with a 1ms reconcile interval: %v", err)
 	}
 }
+
+func TestAdminToken(t *testing.T) {
+	withEnv := strings.Replace(validBase, "upstream:", "admin: {token_env: MY_ADMIN_TOKEN}\nupstream:", 1)
+	for _, tc := range []struct {
+		name, text string
+		env        map[string]string
+		want       string
+	}{
+		{"no token at all", validBase, nil, ""}, // the admin API answers 401
+		{"well-known variable", validBase, map[string]string{EnvAdminToken: "a"}, "a"},
+		{"token_env", withEnv, map[string]string{"MY_ADMIN_TOKEN": "b"}, "b"},
+		{"well-known variable wins", withEnv, map[string]string{"MY_ADMIN_TOKEN": "b", EnvAdminToken: "a"}, "a"},
+		{"token_env unset, well-known variable set", withEnv, map[string]string{EnvAdminToken: "a"}, "a"},
+	} {
+		c, err := Parse("t.yaml", []byte(tc.text), func(k string) string { return tc.env[k] })
+		if err != nil {
+			t.Errorf("%s: %v", tc.name, err)
+		} else if c.Admin.Token != tc.want {
+			t.Errorf("%s: token %q, want %q", tc.name, c.Admin.Token, tc.want)
+		}
+	}
+}

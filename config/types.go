@@ -93,7 +93,10 @@ type Database struct {
 
 // Admin guards the admin API.
 type Admin struct {
-	Token string // TOLLGATE_ADMIN_TOKEN; empty disables the admin API (401 always)
+	// Token is TOLLGATE_ADMIN_TOKEN, else the variable admin.token_env
+	// names (which must then be set). Empty, with neither configured,
+	// disables the admin API (401 always).
+	Token string
 }
 
 // TenantSource says where the tenant of a request comes from.
