@@ -15,7 +15,7 @@ all: build
 build:
 	go build -o bin/tollgate ./cmd/tollgate
 
-# Redis (started if needed), the demo upstream on 127.0.0.1:9000 and Tollgate.
+# Redis and PostgreSQL (started if needed), the demo upstream on 127.0.0.1:9000 and Tollgate.
 run:
 	scripts/run.sh
 
