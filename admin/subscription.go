@@ -98,8 +98,9 @@ func (a *API) putSubscription(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, subscriptionJSON(sub))
 }
 
-// clearCooldown lets the tenant switch tiers again at once. Nothing the
-// proxy enforces changes, so there is nothing to write through.
+// clearCooldown clears the time of the tenant's last plan switch, which a
+// tier-switch cooldown will be counted from (none is enforced yet). Nothing
+// the proxy enforces changes, so there is nothing to write through.
 func (a *API) clearCooldown(w http.ResponseWriter, r *http.Request) {
 	sub, err := a.db.ClearTierCooldown(r.Context(), r.PathValue("id"), actor)
 	if err != nil {

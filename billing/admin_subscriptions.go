@@ -107,7 +107,8 @@ func subTerms(s Subscription) map[string]any {
 }
 
 // ClearTierCooldown clears last_tier_switch_at on the tenant's live
-// subscription, so its next plan switch is not refused as too frequent.
+// subscription: the time of its last plan switch, which a tier-switch
+// cooldown will be counted from (none is enforced yet).
 // It writes an audit row even when no cooldown was set, since an operator
 // acted. No live subscription is ErrNoSubscription.
 func (s *Store) ClearTierCooldown(ctx context.Context, tenantID, actor string) (Subscription, error) {

@@ -169,9 +169,11 @@ func (s *Store) UsageFor(ctx context.Context, tenantID string, periodStart time.
 }
 
 // PruneUsageBatches forgets the ids of batches received before cutoff and
-// returns how many. Pick a cutoff far older than any proxy keeps retrying
-// a batch (days, not minutes): a batch whose id was pruned would count
-// twice if delivered again.
+// returns how many. Snapshot batches (ApplySnapshots, what the proxies
+// send) may be pruned freely: one delivered again loses to the newer
+// snapshots. With the older delta batches (ApplyUsageBatch), pick a cutoff
+// far older than any sender keeps retrying a batch (days, not minutes): a
+// delta batch whose id was pruned would count twice if delivered again.
 func (s *Store) PruneUsageBatches(ctx context.Context, cutoff time.Time) (int64, error) {
 	tag, err := s.pool.Exec(ctx, `DELETE FROM usage_batches WHERE received_at < $1`, cutoff)
 	if err != nil {
