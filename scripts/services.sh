@@ -91,14 +91,23 @@ apt_install() {
 
 can_apt() { have apt-get && can_root; }
 
-# wait_for polls check (a function name) for up to WAIT_SECONDS.
+# wait_for polls check (a function name) for up to WAIT_SECONDS; on timeout
+# it shows the end of logfile, when one is given.
 wait_for() {
-	local what=$1 check=$2 i
+	local what=$1 check=$2 logfile=${3:-} i
 	for ((i = 0; i < WAIT_SECONDS * 2; i++)); do
 		"$check" && return 0
 		sleep 0.5
 	done
+	if [ -n "$logfile" ] && [ -r "$logfile" ]; then
+		tail -n 5 "$logfile" >&2
+	fi
 	die "$what did not answer within ${WAIT_SECONDS}s"
+}
+
+# port_open tells whether something accepts TCP connections on host:port.
+port_open() {
+	(exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
 }
 
 # ---------------------------------------------------------------- Redis
@@ -118,19 +127,45 @@ redis_up() {
 	) 2>/dev/null
 }
 
+# redis_bind prints the addresses redis-server is to listen on: 127.0.0.1,
+# and ::1 as "-::1" (skipped when the machine has no IPv6) where Redis knows
+# that prefix, which came with 6.2; an older one takes "-::1" for a host name
+# and aborts. ::1 is left out too when something else holds the port there:
+# Redis aborts on an address in use, "-" or not.
+redis_bind() {
+	local v major minor
+	v=$(redis-server --version 2>/dev/null) || v=
+	v=${v#*v=}
+	v=${v%% *}
+	IFS=. read -r major minor _ <<<"$v"
+	if [[ $major =~ ^[0-9]+$ && $minor =~ ^[0-9]+$ ]] &&
+		((major > 6 || (major == 6 && minor >= 2))) && ! port_open ::1 "$REDIS_PORT"; then
+		echo "127.0.0.1 -::1"
+	else
+		echo 127.0.0.1
+	fi
+}
+
 redis_start_local() {
-	local dir
-	if [ -d /var/lib/redis ] && [ -w /var/lib/redis ] && [ -d /var/log/redis ] && [ -w /var/log/redis ]; then
+	local dir bind
+	# The package's directories for the standard port only: a throwaway port
+	# gets a directory and a log of its own.
+	if [ "$REDIS_PORT" = 6379 ] && [ -d /var/lib/redis ] && [ -w /var/lib/redis ] &&
+		[ -d /var/log/redis ] && [ -w /var/log/redis ]; then
 		dir=/var/lib/redis
 		REDIS_LOG=/var/log/redis/redis-server.log
 	else
-		dir="$TMP_BASE/tollgate-redis"
+		dir="$TMP_BASE/tollgate-redis-$REDIS_PORT"
 		mkdir -p "$dir"
 		REDIS_LOG="$dir/redis-server.log"
 	fi
-	log "starting redis-server on 127.0.0.1:$REDIS_PORT (log: $REDIS_LOG)"
-	# Persistence is off: this Redis holds test and demo data only.
-	redis-server --daemonize yes --bind 127.0.0.1 -::1 --port "$REDIS_PORT" \
+	bind=$(redis_bind)
+	log "starting redis-server --bind $bind --port $REDIS_PORT (log: $REDIS_LOG)"
+	# Persistence is off: this Redis holds test and demo data only. With
+	# --daemonize the exit status only covers the arguments: a failure to
+	# listen shows up in the log, and as wait_for's timeout.
+	# shellcheck disable=SC2086 # bind is one to two addresses
+	redis-server --daemonize yes --bind $bind --port "$REDIS_PORT" \
 		--save "" --appendonly no --dir "$dir" --logfile "$REDIS_LOG" >&2 ||
 		die "redis-server failed to start (see $REDIS_LOG)"
 }
@@ -148,7 +183,7 @@ ensure_redis() {
 	else
 		die "Redis is not answering on 127.0.0.1:$REDIS_PORT and cannot be started here: install redis-server, start a Docker engine, or run as root/with sudo on Debian/Ubuntu"
 	fi
-	wait_for "Redis on 127.0.0.1:$REDIS_PORT${REDIS_LOG:+ (log: $REDIS_LOG)}" redis_up
+	wait_for "Redis on 127.0.0.1:$REDIS_PORT${REDIS_LOG:+ (log: $REDIS_LOG)}" redis_up "$REDIS_LOG"
 }
 
 # ----------------------------------------------------------- PostgreSQL
