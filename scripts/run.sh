@@ -11,7 +11,8 @@ export TOLLGATE_ADMIN_TOKEN=${TOLLGATE_ADMIN_TOKEN:-dev-admin-token}
 # Point the proxy at the demo this script starts, whatever the file says.
 export TOLLGATE_UPSTREAM_URL=${TOLLGATE_UPSTREAM_URL:-http://$DEMO_LISTEN}
 
-scripts/services.sh
+# tollgate serve reads TOLLGATE_REDIS_URL and TOLLGATE_DATABASE_URL, not the tests' variables.
+SERVICES_FOR=run scripts/services.sh
 go build -o bin/tollgate ./cmd/tollgate
 
 echo "admin token: $TOLLGATE_ADMIN_TOKEN (set TOLLGATE_ADMIN_TOKEN to change it)"

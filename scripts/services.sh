@@ -13,8 +13,16 @@
 #   3. Debian/Ubuntu, root or sudo apt-get install it, then 1.
 # No systemctl anywhere: containers and CI runners usually have no systemd.
 #
+# A server that already runs is left as it is: never restarted, reconfigured or
+# joined by a second server on its port. One that runs but turns the script
+# away (a Redis with a password) stops it with a message naming the variable
+# to set. The variables are the ones the programs read: TOLLGATE_TEST_REDIS_URL
+# for the tests, or with SERVICES_FOR=run (scripts/run.sh) TOLLGATE_REDIS_URL
+# for tollgate serve. Set, the script checks that URL, with its credentials,
+# instead of the local default; a URL naming another host is only checked.
+#
 # REDIS_PORT and PG_PORT override the ports (default 6379, 5432); they exist so
-# the script can be exercised against throwaway instances.
+# the script can be exercised against throwaway instances. A URL's own port wins.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -29,6 +37,21 @@ die() {
 	echo "services: ERROR: $*" >&2
 	exit 1
 }
+
+# The URL variables of the program the services are for, and the other one's,
+# for messages.
+SERVICES_FOR=${SERVICES_FOR:-test}
+case "$SERVICES_FOR" in
+test)
+	REDIS_URL_VAR=TOLLGATE_TEST_REDIS_URL
+	URL_HINT="the tests read it; tollgate serve and make run read TOLLGATE_REDIS_URL"
+	;;
+run)
+	REDIS_URL_VAR=TOLLGATE_REDIS_URL
+	URL_HINT="tollgate serve reads it; the tests read TOLLGATE_TEST_REDIS_URL"
+	;;
+*) die "SERVICES_FOR=$SERVICES_FOR: expected test or run" ;;
+esac
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
@@ -110,21 +133,159 @@ port_open() {
 	(exec 3<>"/dev/tcp/$1/$2") 2>/dev/null
 }
 
+# ------------------------------------------------------------------ URLs
+
+# parse_url splits scheme://[user[:password]@]host[:port][/path][?query] into
+# U_SCHEME, U_AUTH (user info, host and port as written), U_USER, U_PASS
+# (percent-encoded as written; U_HASPASS=1 when there is a password), U_HOST
+# and U_PORT (empty when not given).
+parse_url() {
+	local url=$1 rest hostport userinfo
+	[[ $url == *://* ]] || url="?://$url"
+	U_SCHEME=${url%%://*}
+	rest=${url#*://}
+	U_AUTH=${rest%%[/?]*}
+	U_USER='' U_PASS='' U_HASPASS=''
+	hostport=$U_AUTH
+	if [[ $U_AUTH == *@* ]]; then
+		userinfo=${U_AUTH%@*}
+		hostport=${U_AUTH##*@}
+		U_USER=${userinfo%%:*}
+		if [[ $userinfo == *:* ]]; then
+			U_PASS=${userinfo#*:}
+			U_HASPASS=1
+		fi
+	fi
+	U_PORT=
+	if [[ $hostport == \[* ]]; then
+		U_HOST=${hostport%%]*}
+		U_HOST=${U_HOST#[}
+		U_PORT=${hostport#*]}
+		U_PORT=${U_PORT#:}
+	elif [[ $hostport == *:* ]]; then
+		U_HOST=${hostport%:*}
+		U_PORT=${hostport##*:}
+	else
+		U_HOST=$hostport
+	fi
+}
+
+# mask_url prints the URL last given to parse_url with its password as ***.
+mask_url() {
+	if [ -n "$U_HASPASS" ]; then
+		printf '%s' "${1/"$U_USER:$U_PASS@"/"$U_USER:***@"}"
+	else
+		printf '%s' "$1"
+	fi
+}
+
+# pct_decode undoes a URL's %XX escapes.
+pct_decode() {
+	local s=${1//\\/\\\\}
+	printf '%b' "${s//%/\\x}"
+}
+
+# is_local tells whether host is this machine's loopback, where the script may
+# start a server ("" is PostgreSQL's Unix socket).
+is_local() {
+	case "$1" in
+	"" | 127.0.0.1 | localhost | ::1) return 0 ;;
+	*) return 1 ;;
+	esac
+}
+
 # ---------------------------------------------------------------- Redis
 
-redis_up() {
-	if have redis-cli; then
-		[ "$(t redis-cli -h 127.0.0.1 -p "$REDIS_PORT" ping 2>/dev/null)" = PONG ]
-		return
+# The Redis to check: R_HOST, R_PORT, R_USER, R_PASS (decoded) and R_WHERE,
+# its name in messages. Set by redis_target.
+R_HOST='' R_PORT='' R_USER='' R_PASS='' R_WHERE=''
+REDIS_REPLY= # what redis_check last heard
+
+redis_target() {
+	local url=${!REDIS_URL_VAR:-}
+	if [ -z "$url" ]; then
+		R_HOST=127.0.0.1 R_PORT=$REDIS_PORT R_USER='' R_PASS=''
+		R_WHERE="127.0.0.1:$REDIS_PORT"
+		return 0
 	fi
-	# No client installed (e.g. Redis runs in Docker): speak RESP over bash's
-	# /dev/tcp. The subshell keeps fd 3 from leaking.
+	parse_url "$url"
+	case "$U_SCHEME" in
+	redis) ;;
+	rediss | unix)
+		log "$REDIS_URL_VAR is a $U_SCHEME:// URL, which this script cannot check; taking it as working"
+		return 1
+		;;
+	*) die "$REDIS_URL_VAR: expected a redis:// URL, got \"$(mask_url "$url")\"" ;;
+	esac
+	R_HOST=${U_HOST:-127.0.0.1} R_PORT=${U_PORT:-6379}
+	R_USER=$(pct_decode "$U_USER") R_PASS=$(pct_decode "$U_PASS")
+	R_WHERE="$(mask_url "$url") ($REDIS_URL_VAR)"
+	if is_local "$R_HOST"; then
+		REDIS_PORT=$R_PORT
+	fi
+}
+
+# redis_talk connects to host:port over bash's /dev/tcp (no client needed, and
+# no password on a command line), sends AUTH when given a password, then PING,
+# and prints the first reply that is not +OK: +PONG from a usable Redis. It
+# fails only when nothing accepts the connection; a listener that says
+# nothing prints an empty line.
+redis_talk() {
+	local host=$1 port=$2 user=$3 pass=$4
 	(
-		exec 3<>"/dev/tcp/127.0.0.1/$REDIS_PORT" || exit 1
+		exec 3<>"/dev/tcp/$host/$port" || exit 1
+		export LC_ALL=C # so ${#x} counts bytes
+		line=
+		if [ -n "$pass" ]; then
+			# shellcheck disable=SC2016 # RESP's $ (a bulk string) is literal
+			if [ -n "$user" ]; then
+				printf '*3\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n' \
+					"${#user}" "$user" "${#pass}" "$pass" >&3
+			else
+				printf '*2\r\n$4\r\nAUTH\r\n$%d\r\n%s\r\n' "${#pass}" "$pass" >&3
+			fi
+			IFS= read -r -t 2 line <&3 || line=
+			line=${line%$'\r'}
+			if [ "$line" != +OK ]; then
+				printf '%s\n' "$line"
+				exit 0
+			fi
+		fi
 		printf 'PING\r\n' >&3
-		IFS= read -r -t 2 line <&3 || exit 1
-		[[ $line == +PONG* ]]
+		IFS= read -r -t 2 line <&3 || line=
+		printf '%s\n' "${line%$'\r'}"
 	) 2>/dev/null
+}
+
+# redis_check asks the Redis of redis_target for PING and keeps its answer in
+# REDIS_REPLY. Returns 0 for PONG, 1 when nothing listens, 2 for any other
+# answer (or none).
+redis_check() {
+	local rc=0
+	if have timeout; then
+		# A host that drops packets would hold the connect for minutes.
+		REDIS_REPLY=$(timeout 10 "$BASH" -c "$(declare -f redis_talk)"'; redis_talk "$@"' _ \
+			"$R_HOST" "$R_PORT" "$R_USER" "$R_PASS") || rc=$?
+	else
+		REDIS_REPLY=$(redis_talk "$R_HOST" "$R_PORT" "$R_USER" "$R_PASS") || rc=$?
+	fi
+	case "$rc" in
+	0) [ "$REDIS_REPLY" = +PONG ] && return 0 ;;
+	1) REDIS_REPLY='' && return 1 ;;
+	*) REDIS_REPLY='' ;; # timed out: something holds the connection
+	esac
+	return 2
+}
+
+# redis_settled: the Redis answers, if only to say no; not while it loads
+# its data set or runs a script.
+redis_settled() {
+	local rc=0
+	redis_check || rc=$?
+	case "$rc:$REDIS_REPLY" in
+	1:* | 2:-LOADING* | 2:-BUSY*) return 1 ;;
+	*) return 0 ;;
+	esac
 }
 
 # redis_bind prints the addresses redis-server is to listen on: 127.0.0.1,
@@ -148,6 +309,8 @@ redis_bind() {
 
 redis_start_local() {
 	local dir bind
+	! port_open 127.0.0.1 "$REDIS_PORT" ||
+		die "not starting redis-server: something already listens on 127.0.0.1:$REDIS_PORT"
 	# The package's directories for the standard port only: a throwaway port
 	# gets a directory and a log of its own.
 	if [ "$REDIS_PORT" = 6379 ] && [ -d /var/lib/redis ] && [ -w /var/lib/redis ] &&
@@ -170,8 +333,8 @@ redis_start_local() {
 		die "redis-server failed to start (see $REDIS_LOG)"
 }
 
-ensure_redis() {
-	redis_up && return 0
+# redis_start brings up a Redis on 127.0.0.1:REDIS_PORT, where nothing listens.
+redis_start() {
 	if have redis-server; then
 		redis_start_local
 	elif docker_ready; then
@@ -179,11 +342,51 @@ ensure_redis() {
 	elif can_apt; then
 		apt_install redis-server
 		# The package may have started its own instance already.
-		redis_up || redis_start_local
+		port_open 127.0.0.1 "$REDIS_PORT" || redis_start_local
 	else
 		die "Redis is not answering on 127.0.0.1:$REDIS_PORT and cannot be started here: install redis-server, start a Docker engine, or run as root/with sudo on Debian/Ubuntu"
 	fi
-	wait_for "Redis on 127.0.0.1:$REDIS_PORT${REDIS_LOG:+ (log: $REDIS_LOG)}" redis_up "$REDIS_LOG"
+}
+
+# redis_refused explains an answer other than PONG and stops.
+redis_refused() {
+	local reply=${REDIS_REPLY#-}
+	case "$REDIS_REPLY" in
+	-NOAUTH* | -WRONGPASS* | -NOPERM* | -ERR*[Pp]assword* | -ERR*AUTH*)
+		if [ -n "${!REDIS_URL_VAR:-}" ]; then
+			die "Redis at $R_WHERE turns these credentials away: $reply
+  Check the user and password in $REDIS_URL_VAR."
+		fi
+		die "Redis on 127.0.0.1:$REDIS_PORT is running but needs a password: $reply
+  This script does not start a second Redis on a port in use, nor change that one. Either
+  - set $REDIS_URL_VAR=redis://:PASSWORD@127.0.0.1:$REDIS_PORT/0 (redis://USER:PASSWORD@... for an ACL user; $URL_HINT), or
+  - run a Redis without a password there."
+		;;
+	-*) die "Redis at $R_WHERE answers PING with: $reply" ;;
+	*)
+		is_local "$R_HOST" ||
+			die "Redis at $R_WHERE does not answer PING${REDIS_REPLY:+ (the reply was: $REDIS_REPLY)}"
+		die "something listens on $R_HOST:$R_PORT but does not answer PING as Redis does${REDIS_REPLY:+ (the reply was: $REDIS_REPLY)}; this script does not start another server on a port in use. Free the port, or set $REDIS_URL_VAR to a Redis ($URL_HINT)."
+		;;
+	esac
+}
+
+# ensure_redis starts a Redis only where nothing listens: one that answers
+# anything but PONG is running, and is explained, not joined by a second.
+ensure_redis() {
+	redis_target || return 0
+	local rc=0
+	redis_check || rc=$?
+	[ "$rc" = 0 ] && return 0
+	if [ "$rc" = 1 ]; then
+		is_local "$R_HOST" || die "Redis at $R_WHERE is not answering"
+		redis_start
+		wait_for "Redis on 127.0.0.1:$REDIS_PORT${REDIS_LOG:+ (log: $REDIS_LOG)}" redis_settled "$REDIS_LOG"
+	else
+		# Running; give one that is still loading its data set time.
+		wait_for "Redis at $R_WHERE" redis_settled
+	fi
+	redis_check || redis_refused
 }
 
 # ----------------------------------------------------------- PostgreSQL
