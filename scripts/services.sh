@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Makes sure Redis (127.0.0.1:6379) and PostgreSQL (127.0.0.1:5432, trust auth,
-# database "test") answer, for `make run` and `make test`. Idempotent and silent
-# when both are already fine.
+# Makes sure Redis (127.0.0.1:6379) and PostgreSQL (127.0.0.1:5432, user postgres
+# without a password, database "test") answer, for `make run` and `make test`.
+# Idempotent and silent when both are already fine.
 #
 #   scripts/services.sh            Redis and PostgreSQL
 #   scripts/services.sh redis      Redis only
@@ -13,13 +13,19 @@
 #   3. Debian/Ubuntu, root or sudo apt-get install it, then 1.
 # No systemctl anywhere: containers and CI runners usually have no systemd.
 #
-# A server that already runs is left as it is: never restarted, reconfigured or
-# joined by a second server on its port. One that runs but turns the script
-# away (a Redis with a password) stops it with a message naming the variable
-# to set. The variables are the ones the programs read: TOLLGATE_TEST_REDIS_URL
-# for the tests, or with SERVICES_FOR=run (scripts/run.sh) TOLLGATE_REDIS_URL
+# A server that already runs is left as it is: never restarted, reconfigured
+# or joined by a second server on its port (the one thing done on it is
+# creating a missing database on a local PostgreSQL that lets the user in).
+# One that runs but turns the script away (a Redis with a password, a
+# PostgreSQL that wants one on 127.0.0.1) stops it with a message naming the
+# variable to set. The variables are the ones the programs read:
+# TOLLGATE_TEST_REDIS_URL and TOLLGATE_TEST_DATABASE_URL for the tests, or with
+# SERVICES_FOR=run (scripts/run.sh) TOLLGATE_REDIS_URL and TOLLGATE_DATABASE_URL
 # for tollgate serve. Set, the script checks that URL, with its credentials,
 # instead of the local default; a URL naming another host is only checked.
+# pg_hba.conf is changed (trust for 127.0.0.1 and ::1) only on a cluster the
+# script itself started or installed in the same run, as a fresh Debian
+# cluster wants a password there.
 #
 # REDIS_PORT and PG_PORT override the ports (default 6379, 5432); they exist so
 # the script can be exercised against throwaway instances. A URL's own port wins.
@@ -38,20 +44,21 @@ die() {
 	exit 1
 }
 
-# The URL variables of the program the services are for, and the other one's,
-# for messages.
+# The URL variables of the program the services are for.
 SERVICES_FOR=${SERVICES_FOR:-test}
 case "$SERVICES_FOR" in
-test)
-	REDIS_URL_VAR=TOLLGATE_TEST_REDIS_URL
-	URL_HINT="the tests read it; tollgate serve and make run read TOLLGATE_REDIS_URL"
-	;;
-run)
-	REDIS_URL_VAR=TOLLGATE_REDIS_URL
-	URL_HINT="tollgate serve reads it; the tests read TOLLGATE_TEST_REDIS_URL"
-	;;
+test) REDIS_URL_VAR=TOLLGATE_TEST_REDIS_URL DB_URL_VAR=TOLLGATE_TEST_DATABASE_URL ;;
+run) REDIS_URL_VAR=TOLLGATE_REDIS_URL DB_URL_VAR=TOLLGATE_DATABASE_URL ;;
 *) die "SERVICES_FOR=$SERVICES_FOR: expected test or run" ;;
 esac
+
+# url_hint tells, for messages, who reads the URL variable $1 and who its twin.
+url_hint() {
+	case "$1" in
+	TOLLGATE_TEST_*) echo "the tests read it; tollgate serve and make run read TOLLGATE_${1#TOLLGATE_TEST_}" ;;
+	*) echo "tollgate serve reads it; the tests read TOLLGATE_TEST_${1#TOLLGATE_}" ;;
+	esac
+}
 
 have() { command -v "$1" >/dev/null 2>&1; }
 
@@ -137,14 +144,20 @@ port_open() {
 
 # parse_url splits scheme://[user[:password]@]host[:port][/path][?query] into
 # U_SCHEME, U_AUTH (user info, host and port as written), U_USER, U_PASS
-# (percent-encoded as written; U_HASPASS=1 when there is a password), U_HOST
-# and U_PORT (empty when not given).
+# (percent-encoded as written; U_HASPASS=1 when there is a password), U_HOST,
+# U_PORT (empty when not given), U_PATH (without its /, still encoded) and
+# U_QUERY (with its ?).
 parse_url() {
 	local url=$1 rest hostport userinfo
 	[[ $url == *://* ]] || url="?://$url"
 	U_SCHEME=${url%%://*}
 	rest=${url#*://}
 	U_AUTH=${rest%%[/?]*}
+	rest=${rest:${#U_AUTH}}
+	U_QUERY=''
+	[[ $rest == *\?* ]] && U_QUERY="?${rest#*\?}"
+	rest=${rest%%\?*}
+	U_PATH=${rest#/}
 	U_USER='' U_PASS='' U_HASPASS=''
 	hostport=$U_AUTH
 	if [[ $U_AUTH == *@* ]]; then
@@ -170,13 +183,17 @@ parse_url() {
 	fi
 }
 
-# mask_url prints the URL last given to parse_url with its password as ***.
+# mask_url prints the URL last given to parse_url with its password, and a
+# password= parameter's value, as ***.
 mask_url() {
+	local url=$1
 	if [ -n "$U_HASPASS" ]; then
-		printf '%s' "${1/"$U_USER:$U_PASS@"/"$U_USER:***@"}"
-	else
-		printf '%s' "$1"
+		url=${url/"$U_USER:$U_PASS@"/"$U_USER:***@"}
 	fi
+	if [[ $url =~ ^(.*[?\&]password=)[^\&]*(.*)$ ]]; then
+		url="${BASH_REMATCH[1]}***${BASH_REMATCH[2]}"
+	fi
+	printf '%s' "$url"
 }
 
 # pct_decode undoes a URL's %XX escapes.
@@ -359,14 +376,14 @@ redis_refused() {
 		fi
 		die "Redis on 127.0.0.1:$REDIS_PORT is running but needs a password: $reply
   This script does not start a second Redis on a port in use, nor change that one. Either
-  - set $REDIS_URL_VAR=redis://:PASSWORD@127.0.0.1:$REDIS_PORT/0 (redis://USER:PASSWORD@... for an ACL user; $URL_HINT), or
+  - set $REDIS_URL_VAR=redis://:PASSWORD@127.0.0.1:$REDIS_PORT/0 (redis://USER:PASSWORD@... for an ACL user; $(url_hint "$REDIS_URL_VAR")), or
   - run a Redis without a password there."
 		;;
 	-*) die "Redis at $R_WHERE answers PING with: $reply" ;;
 	*)
 		is_local "$R_HOST" ||
 			die "Redis at $R_WHERE does not answer PING${REDIS_REPLY:+ (the reply was: $REDIS_REPLY)}"
-		die "something listens on $R_HOST:$R_PORT but does not answer PING as Redis does${REDIS_REPLY:+ (the reply was: $REDIS_REPLY)}; this script does not start another server on a port in use. Free the port, or set $REDIS_URL_VAR to a Redis ($URL_HINT)."
+		die "something listens on $R_HOST:$R_PORT but does not answer PING as Redis does${REDIS_REPLY:+ (the reply was: $REDIS_REPLY)}; this script does not start another server on a port in use. Free the port, or set $REDIS_URL_VAR to a Redis ($(url_hint "$REDIS_URL_VAR"))."
 		;;
 	esac
 }
@@ -391,13 +408,41 @@ ensure_redis() {
 
 # ----------------------------------------------------------- PostgreSQL
 
+# The database to check: P_URL, P_HOST, P_PORT, P_DB (decoded), P_HASPASS,
+# P_MAINT (the same server and credentials, database "postgres") and P_WHERE,
+# its name in messages. Set by pg_target.
+P_URL='' P_HOST='' P_PORT='' P_DB='' P_HASPASS='' P_MAINT='' P_WHERE=''
+PSQL_ERR= # psql's message from psql_try's last failure
+PG_OURS=  # set once this run started or installed the local cluster
+
+pg_target() {
+	local url=${!DB_URL_VAR:-}
+	if [ -z "$url" ]; then
+		url="postgres://postgres@127.0.0.1:$PG_PORT/test?sslmode=disable"
+		P_WHERE="postgres://postgres@127.0.0.1:$PG_PORT/test"
+	fi
+	parse_url "$url"
+	case "$U_SCHEME" in
+	postgres | postgresql) ;;
+	*) die "$DB_URL_VAR: expected a postgres:// URL, got \"$(mask_url "$url")\"" ;;
+	esac
+	P_URL=$url P_HOST=$U_HOST P_PORT=${U_PORT:-5432} P_HASPASS=$U_HASPASS
+	[[ $U_QUERY == *[?\&]password=* ]] && P_HASPASS=1
+	P_DB=$(pct_decode "$U_PATH")
+	P_MAINT="$U_SCHEME://$U_AUTH/postgres$U_QUERY"
+	[ -n "$P_WHERE" ] || P_WHERE="$(mask_url "$url") ($DB_URL_VAR)"
+	if is_local "$P_HOST"; then
+		PG_PORT=$P_PORT
+	fi
+}
+
 pg_up() {
 	if have pg_isready; then
-		t pg_isready -q -h 127.0.0.1 -p "$PG_PORT"
+		t pg_isready -q -d "$P_URL"
 		return
 	fi
 	# No client tools (PostgreSQL in Docker): an open port is the best we can tell.
-	(exec 3<>"/dev/tcp/127.0.0.1/$PG_PORT") 2>/dev/null
+	port_open "${P_HOST:-127.0.0.1}" "$P_PORT"
 }
 
 # pg_cluster prints "<version> <name>" of the local Debian cluster to start:
@@ -425,16 +470,43 @@ pg_start_local() {
 	log "starting PostgreSQL cluster $ver/$name"
 	as_root pg_ctlcluster --skip-systemctl-redirect "$ver" "$name" start >&2 ||
 		die "pg_ctlcluster $ver $name start failed (see /var/log/postgresql/postgresql-$ver-$name.log)"
+	PG_OURS=1
 }
 
-psql_ok() {
-	PGCONNECT_TIMEOUT=5 t psql -w -X -q -h 127.0.0.1 -p "$PG_PORT" -U postgres -d "$1" -c 'select 1' >/dev/null 2>&1
+# psql_try connects to the URL $1 and runs select 1; when that fails,
+# PSQL_ERR holds psql's message.
+psql_try() {
+	PSQL_ERR=$(PGCONNECT_TIMEOUT=5 t psql -w -X -q -d "$1" -c 'select 1' 2>&1 >/dev/null) && return 0
+	PSQL_ERR=$(printf '%s' "$PSQL_ERR" | tr -s '\n\t' '  ')
+	PSQL_ERR=${PSQL_ERR:-psql failed}
+	return 1
+}
+
+# pg_may_trust: the script may change how this server lets 127.0.0.1 in only
+# when it started or installed it in this run, for a URL without a password.
+# A PostgreSQL that was already running belongs to someone: it is left alone.
+pg_may_trust() {
+	[ -n "$PG_OURS" ] && is_local "$P_HOST" && [ -z "$P_HASPASS" ]
+}
+
+# pg_refused explains a running PostgreSQL that turns the URL away, and stops.
+pg_refused() {
+	if [ -n "${!DB_URL_VAR:-}" ]; then
+		die "PostgreSQL turns $P_WHERE away: $1
+  Check the user, password and database in $DB_URL_VAR."
+	fi
+	die "PostgreSQL on 127.0.0.1:$PG_PORT is running but turns postgres@127.0.0.1 without a password away: $1
+  This script changes pg_hba.conf only on a cluster it started or installed itself, not on one that was already running. Either
+  - set $DB_URL_VAR=postgres://USER:PASSWORD@127.0.0.1:$PG_PORT/test?sslmode=disable, for a role that may create schemas in that database ($(url_hint "$DB_URL_VAR")), or
+  - let 127.0.0.1 in without a password yourself: \"host all all 127.0.0.1/32 trust\" (and ::1/128) at the top of pg_hba.conf, then reload PostgreSQL."
 }
 
 # pg_trust puts trust lines for loopback TCP at the top of pg_hba.conf (a
-# fresh Debian cluster uses scram there) and reloads the server.
+# fresh Debian cluster uses scram there) and reloads the server. Only for a
+# cluster this run started or installed: see pg_may_trust.
 pg_trust() {
 	local hba ver name
+	can_root || die "PostgreSQL on 127.0.0.1:$PG_PORT wants a password, and letting 127.0.0.1 in without one (pg_hba.conf) needs root or sudo"
 	hba=$(as_postgres psql -X -At -p "$PG_PORT" -c 'show hba_file' 2>/dev/null) || hba=
 	if [ -z "$hba" ]; then
 		read -r ver name <<<"$(pg_cluster)"
@@ -456,40 +528,48 @@ pg_trust() {
 	# The reload is asynchronous; give it a moment.
 	local i
 	for ((i = 0; i < 20; i++)); do
-		psql_ok postgres && return 0
+		psql_try "$P_MAINT" && return 0
 		sleep 0.5
 	done
 	die "postgres@127.0.0.1 still cannot connect after enabling trust in $hba"
 }
 
-# pg_ensure_test_db checks what the tests need — trust auth as postgres over
-# TCP and a database "test" — and fixes what it can.
-pg_ensure_test_db() {
+# pg_ensure_db checks that the URL connects, and on this machine creates its
+# database when the same credentials get into "postgres" but not into it.
+pg_ensure_db() {
 	if ! have psql; then
-		log "psql not installed; cannot check for database \"test\" (assuming it exists)"
+		log "psql not installed; cannot check $P_WHERE (assuming it works)"
 		return 0
 	fi
-	psql_ok test && return 0
-	if ! psql_ok postgres; then
-		can_root || die "PostgreSQL does not let postgres@127.0.0.1:$PG_PORT in without a password, and fixing pg_hba.conf needs root or sudo"
+	psql_try "$P_URL" && return 0
+	local err=$PSQL_ERR
+	if ! psql_try "$P_MAINT"; then
+		pg_may_trust || pg_refused "$err"
 		pg_trust
+		psql_try "$P_URL" && return 0
+		err=$PSQL_ERR
 	fi
-	if ! psql_ok test; then
-		log "creating database test"
-		createdb -w -h 127.0.0.1 -p "$PG_PORT" -U postgres test >&2 ||
-			die "createdb test failed"
+	# These credentials get in: the database is missing.
+	if ! is_local "$P_HOST" || [ -z "$P_DB" ]; then
+		die "cannot connect to $P_WHERE: $err"
 	fi
-	psql_ok test || die "cannot connect to postgres://postgres@127.0.0.1:$PG_PORT/test"
+	log "creating database $P_DB"
+	t createdb -w --maintenance-db="$P_MAINT" "$P_DB" >&2 ||
+		die "createdb $P_DB failed (connecting as in $P_WHERE)"
+	psql_try "$P_URL" || die "cannot connect to $P_WHERE: $PSQL_ERR"
 }
 
 ensure_postgres() {
+	pg_target
 	if ! pg_up; then
+		is_local "$P_HOST" || die "PostgreSQL at $P_WHERE is not answering"
 		if pg_installed; then
 			pg_start_local
 		elif docker_ready; then
 			compose_up postgres
 		elif can_apt; then
 			apt_install postgresql
+			PG_OURS=1
 			# The package creates and usually starts a "main" cluster.
 			pg_up || pg_start_local
 		else
@@ -497,7 +577,7 @@ ensure_postgres() {
 		fi
 		wait_for "PostgreSQL on 127.0.0.1:$PG_PORT" pg_up
 	fi
-	pg_ensure_test_db
+	pg_ensure_db
 }
 
 # ------------------------------------------------------------------ main
