@@ -197,6 +197,11 @@ func TestSetGauge(t *testing.T) {
 	if n, err := e.quota.Usage(testCtx(t), id, e.cfg.FeatureByName["agents"]); err != nil || n != 3 {
 		t.Fatalf("gauge in redis: %d, %v", n, err)
 	}
+	// The largest count the quota scripts read exactly is accepted.
+	e.must(200, "PUT", "/admin/v1/tenants/"+id+"/gauges/agents", `{"count":9007199254740991}`)
+	if n, err := e.quota.Usage(testCtx(t), id, e.cfg.FeatureByName["agents"]); err != nil || n != 1<<53-1 {
+		t.Fatalf("gauge in redis: %d, %v", n, err)
+	}
 	e.must(200, "PUT", "/admin/v1/tenants/"+id+"/gauges/agents", `{"count":0}`)
 	if n, _ := e.quota.Usage(testCtx(t), id, e.cfg.FeatureByName["agents"]); n != 0 {
 		t.Fatalf("gauge after reset: %d", n)
@@ -461,6 +466,7 @@ func TestErrors(t *testing.T) {
 		{"unknown gauge", "PUT", ten + "/gauges/robots", bearer, `{"count":1}`, 400, "invalid_feature"},
 		{"negative gauge", "PUT", ten + "/gauges/agents", bearer, `{"count":-1}`, 400, "invalid_json"},
 		{"gauge without count", "PUT", ten + "/gauges/agents", bearer, `{}`, 400, "invalid_json"},
+		{"gauge past 2^53-1", "PUT", ten + "/gauges/agents", bearer, `{"count":9007199254740992}`, 400, "invalid_json"},
 		{"gauge of unknown tenant", "PUT", "/admin/v1/tenants/ten_nope/gauges/agents", bearer, `{"count":1}`, 404, "tenant_not_found"},
 		{"zero credit", "POST", ten + "/balance/credits", bearer, `{"amount_minor":0,"currency":"USD","note":"x"}`, 400, "invalid_json"},
 		{"credit above the bound", "POST", ten + "/balance/credits", bearer, `{"amount_minor":1000000000000001,"currency":"USD","note":"x"}`, 400, "invalid_json"},

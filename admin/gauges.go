@@ -10,6 +10,11 @@ import (
 	"github.com/tollgate/tollgate/config"
 )
 
+// maxGauge is the largest count a gauge may be set to: the quota scripts
+// read counters as doubles, exact up to 2^53, and refuse larger ones as
+// malformed, which would fail every create on the gauge.
+const maxGauge = 1<<53 - 1
+
 type gaugeRequest struct {
 	Count *int64 `json:"count"`
 }
@@ -33,8 +38,8 @@ func (a *API) setGauge(w http.ResponseWriter, r *http.Request) {
 	if !decodeJSON(w, r, &req) {
 		return
 	}
-	if req.Count == nil || *req.Count < 0 {
-		WriteError(w, http.StatusBadRequest, "invalid_json", "count: required, an integer >= 0.")
+	if req.Count == nil || *req.Count < 0 || *req.Count > maxGauge {
+		WriteError(w, http.StatusBadRequest, "invalid_json", "count: required, an integer from 0 to 9007199254740991 (2^53-1).")
 		return
 	}
 	if _, err := a.db.GetTenant(r.Context(), id); err != nil {
