@@ -3,6 +3,7 @@ package admin
 import (
 	"context"
 	"crypto/subtle"
+	"fmt"
 	"hash/fnv"
 	"net/http"
 	"strings"
@@ -47,22 +48,46 @@ type API struct {
 	// wake starts Run's next round at once (a new refresh).
 	wake chan struct{}
 
-	// tenantLocks serialise the Redis side of one tenant's changes (see
-	// lockTenant).
-	tenantLocks [64]sync.Mutex
+	// tenantLocks are this process's part of a tenant's write-through
+	// lock (see withTenant): a one-slot semaphore per shard.
+	tenantLocks [64]chan struct{}
 }
 
-// lockTenant orders this process's Redis writes for a tenant. A sync
-// holds it from reading PostgreSQL to its last Redis write, so a sync that
-// read a key as live cannot SET it after a concurrent revocation's DEL, and
-// of two plan changes the later sync (which reads both commits) writes
-// last.
-func (a *API) lockTenant(id string) func() {
+// sectionTimeout bounds a tenant's write-through section: waiting for its
+// lock, reading PostgreSQL and writing Redis.
+const sectionTimeout = 5 * time.Second
+
+// withTenant runs fn holding the tenant's write-through lock, within
+// sectionTimeout. Every path that writes what a tenant is entitled to or
+// its keys to Redis runs in it, after its change committed in PostgreSQL,
+// and reads the tenant through l, on the connection that holds the lock.
+// So write-throughs of one tenant never interleave, in this process or
+// across worker processes and replicas: a sync that read a key as live
+// cannot SET it after a concurrent revocation's DEL, and of two plan
+// changes the later write-through (which reads both commits) writes last.
+//
+// The lock is PostgreSQL's (billing.Store.LockTenant, an advisory lock
+// held in a transaction). This process's sections queue first on a shard
+// of tenantLocks, so they wait here rather than each holding a pooled
+// connection while it waits for PostgreSQL.
+func (a *API) withTenant(ctx context.Context, id string, fn func(ctx context.Context, l *billing.TenantLock) error) error {
+	ctx, cancel := context.WithTimeout(ctx, sectionTimeout)
+	defer cancel()
 	h := fnv.New32a()
 	_, _ = h.Write([]byte(id))
-	m := &a.tenantLocks[h.Sum32()%uint32(len(a.tenantLocks))]
-	m.Lock()
-	return m.Unlock
+	slot := a.tenantLocks[h.Sum32()%uint32(len(a.tenantLocks))]
+	select {
+	case slot <- struct{}{}:
+		defer func() { <-slot }()
+	case <-ctx.Done():
+		return fmt.Errorf("lock tenant %q: %w", id, ctx.Err())
+	}
+	l, err := a.db.LockTenant(ctx, id)
+	if err != nil {
+		return err
+	}
+	defer l.Unlock()
+	return fn(ctx, l)
 }
 
 // actor names the admin API in audit rows.
@@ -77,8 +102,12 @@ func New(cfg *config.Config, db *billing.Store, rdb redis.UniversalClient, ents 
 	if log == nil {
 		log = zap.NewNop()
 	}
-	return &API{cfg: cfg, db: db, rdb: rdb, ents: ents, log: log, token: []byte(cfg.Admin.Token), now: time.Now,
+	a := &API{cfg: cfg, db: db, rdb: rdb, ents: ents, log: log, token: []byte(cfg.Admin.Token), now: time.Now,
 		pending: map[string]uint64{}, wake: make(chan struct{}, 1)}
+	for i := range a.tenantLocks {
+		a.tenantLocks[i] = make(chan struct{}, 1)
+	}
+	return a
 }
 
 // Register adds the admin routes to mux.

@@ -6,7 +6,13 @@
 // the change is kept, the caller gets 503 store_unavailable saying so, and
 // Run writes the tenant through once Redis answers again. When a plan's
 // terms change (a start updating it from the file), RefreshPlans has Run
-// write through every tenant entitled to it, in the background.
+// write through every tenant entitled to it, in the background. Each
+// write-through of a tenant (a change's, Run's, SyncTenant) reads
+// PostgreSQL and writes Redis holding the tenant's advisory lock in
+// PostgreSQL (billing.Store.LockTenant) for at most 5 s, so the worker
+// processes and replicas serving this API never interleave them: a key
+// revoked on one is not written back by another's older read, and Redis
+// ends on the plan PostgreSQL ended on.
 //
 // Every call needs "Authorization: Bearer <admin token>". Errors are
 // {"error","message"}.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"net/http"
@@ -125,9 +126,19 @@ func setup(t *testing.T) *env {
 
 // serve starts another admin API on the same database and the given Redis.
 func (e *env) serve(rdb redis.UniversalClient) (*admin.API, *quota.Store, *httptest.Server) {
+	return e.serveWith(rdb, nil)
+}
+
+// serveWith is serve with the quota store wrapped by wrap (nil: as is),
+// for a worker whose Redis writes a test holds up.
+func (e *env) serveWith(rdb redis.UniversalClient, wrap func(*quota.Store) admin.Entitlements) (*admin.API, *quota.Store, *httptest.Server) {
 	store := quota.New(rdb, e.cfg)
 	e.t.Cleanup(func() { store.Close() })
-	api := admin.New(e.cfg, e.db, rdb, store, nil)
+	var ents admin.Entitlements = store
+	if wrap != nil {
+		ents = wrap(store)
+	}
+	api := admin.New(e.cfg, e.db, rdb, ents, nil)
 	mux := http.NewServeMux()
 	api.Register(mux)
 	srv := httptest.NewServer(mux)
@@ -143,9 +154,18 @@ func (e *env) call(method, path, auth, body string) (int, obj) {
 
 func callAt(t *testing.T, srv *httptest.Server, method, path, auth, body string) (int, obj) {
 	t.Helper()
-	req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+	status, out, err := doCall(srv, method, path, auth, body)
 	if err != nil {
 		t.Fatal(err)
+	}
+	return status, out
+}
+
+// doCall is callAt without the test, for goroutines.
+func doCall(srv *httptest.Server, method, path, auth, body string) (int, obj, error) {
+	req, err := http.NewRequest(method, srv.URL+path, strings.NewReader(body))
+	if err != nil {
+		return 0, nil, err
 	}
 	if auth != "" {
 		req.Header.Set("Authorization", auth)
@@ -153,18 +173,18 @@ func callAt(t *testing.T, srv *httptest.Server, method, path, auth, body string)
 	req.Header.Set("Content-Type", "application/json")
 	resp, err := http.DefaultClient.Do(req)
 	if err != nil {
-		t.Fatal(err)
+		return 0, nil, err
 	}
 	defer resp.Body.Close()
 	if ct := resp.Header.Get("Content-Type"); ct != "application/json" {
-		t.Fatalf("%s %s: content type %q", method, path, ct)
+		return 0, nil, fmt.Errorf("%s %s: content type %q", method, path, ct)
 	}
 	raw, _ := io.ReadAll(resp.Body)
 	out := obj{}
 	if err := json.Unmarshal(raw, &out); err != nil {
-		t.Fatalf("%s %s: body %s is not a JSON object: %v", method, path, raw, err)
+		return 0, nil, fmt.Errorf("%s %s: body %s is not a JSON object: %w", method, path, raw, err)
 	}
-	return resp.StatusCode, out
+	return resp.StatusCode, out, nil
 }
 
 // must calls and fails the test unless the status is want.

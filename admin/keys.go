@@ -1,8 +1,10 @@
 package admin
 
 import (
+	"context"
 	"errors"
 	"net/http"
+	"slices"
 
 	"go.uber.org/zap"
 
@@ -32,9 +34,16 @@ func (a *API) issueKey(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := writeCtx(r)
 	defer cancel()
-	unlock := a.lockTenant(id)
-	err = a.rdb.Set(ctx, apiKeyKey(tenant.HashKey(key)), id, 0).Err()
-	unlock()
+	err = a.withTenant(ctx, id, func(ctx context.Context, l *billing.TenantLock) error {
+		// Only while it is still live: the key is listed from its commit
+		// on, and a revocation that ran first must not be undone.
+		h := tenant.HashKey(key)
+		live, _, err := l.KeyHashes(ctx)
+		if err != nil || !slices.Contains(live, h) {
+			return err
+		}
+		return a.rdb.Set(ctx, apiKeyKey(h), id, 0).Err()
+	})
 	if err != nil {
 		a.redisError(w, "issue key", id, err, errorBody{ID: rec.ID, APIKey: key})
 		return
@@ -85,9 +94,9 @@ func (a *API) revokeKey(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := writeCtx(r)
 	defer cancel()
-	unlock := a.lockTenant(id)
-	err = tenant.RevokeKeyHash(ctx, a.rdb, hash)
-	unlock()
+	err = a.withTenant(ctx, id, func(ctx context.Context, _ *billing.TenantLock) error {
+		return tenant.RevokeKeyHash(ctx, a.rdb, hash)
+	})
 	if err != nil && !errors.Is(err, tenant.ErrUnknown) {
 		a.redisError(w, "revoke key", id, err, errorBody{})
 		return

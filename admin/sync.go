@@ -25,44 +25,48 @@ func (a *API) SyncTenant(ctx context.Context, id string) error {
 
 // sync is SyncTenant; invalidate false skips the tenant-wide invalidation
 // unless a revoked key was still in Redis, so a plan change does not make
-// every proxy look the tenant's keys up again.
+// every proxy look the tenant's keys up again. It reads PostgreSQL and
+// writes Redis under the tenant's write-through lock (withTenant).
 func (a *API) sync(ctx context.Context, id string, invalidate bool) error {
-	defer a.lockTenant(id)()
-	ent, err := a.entitlement(ctx, id)
-	if err != nil {
-		return err
-	}
-	live, revoked, err := a.db.KeyHashes(ctx, id)
-	if err != nil {
-		return fmt.Errorf("sync tenant %s: %w", id, err)
-	}
-	// Entitlements first: a key must not resolve to a tenant the proxy
-	// does not know yet.
-	if err := a.ents.PutEntitlement(ctx, ent); err != nil {
-		return fmt.Errorf("sync tenant %s: %w", id, err)
-	}
-	var dels []*redis.IntCmd
-	if len(live)+len(revoked) > 0 {
-		_, err = a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
-			for _, h := range live {
-				p.Set(ctx, apiKeyKey(h), id, 0)
-			}
-			for _, h := range revoked {
-				dels = append(dels, p.Del(ctx, apiKeyKey(h)))
-			}
-			return nil
-		})
+	err := a.withTenant(ctx, id, func(ctx context.Context, l *billing.TenantLock) error {
+		ent, err := a.entitlement(ctx, l, id)
 		if err != nil {
-			return fmt.Errorf("sync tenant %s: api keys: %w", id, err)
+			return err
 		}
-	}
-	for _, d := range dels {
-		invalidate = invalidate || d.Val() > 0
-	}
-	if invalidate {
-		if err := tenant.Invalidate(ctx, a.rdb, id); err != nil {
-			return fmt.Errorf("sync tenant %s: %w", id, err)
+		live, revoked, err := l.KeyHashes(ctx)
+		if err != nil {
+			return err
 		}
+		// Entitlements first: a key must not resolve to a tenant the proxy
+		// does not know yet.
+		if err := a.ents.PutEntitlement(ctx, ent); err != nil {
+			return err
+		}
+		var dels []*redis.IntCmd
+		if len(live)+len(revoked) > 0 {
+			_, err = a.rdb.Pipelined(ctx, func(p redis.Pipeliner) error {
+				for _, h := range live {
+					p.Set(ctx, apiKeyKey(h), id, 0)
+				}
+				for _, h := range revoked {
+					dels = append(dels, p.Del(ctx, apiKeyKey(h)))
+				}
+				return nil
+			})
+			if err != nil {
+				return fmt.Errorf("api keys: %w", err)
+			}
+		}
+		for _, d := range dels {
+			invalidate = invalidate || d.Val() > 0
+		}
+		if invalidate {
+			return tenant.Invalidate(ctx, a.rdb, id)
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("sync tenant %s: %w", id, err)
 	}
 	return nil
 }
@@ -71,23 +75,23 @@ func (a *API) sync(ctx context.Context, id string, invalidate bool) error {
 func apiKeyKey(hash string) string { return "tg:apikey:" + hash }
 
 // entitlement builds the tenant's quota entitlement from its live
-// subscription and that plan's row. A tenant without one is pay-as-you-go,
+// subscription and that plan's row, read under the tenant's lock l. A tenant without one is pay-as-you-go,
 // whether it never subscribed or its subscription was canceled: it gets the
 // default plan's row, active, on calendar months, so it is known to the
 // proxy rather than rejected as unknown, and a canceled plan's limits do
 // not outlive it (the proxy enforces limits, never the status). The
 // restorer (billing.Store.RestoreTenants) builds the same.
-func (a *API) entitlement(ctx context.Context, id string) (quota.Entitlement, error) {
+func (a *API) entitlement(ctx context.Context, l *billing.TenantLock, id string) (quota.Entitlement, error) {
 	e := quota.Entitlement{TenantID: id, Status: billing.StatusActive}
 	slug := a.cfg.DefaultPlan
-	sub, err := a.db.GetSubscription(ctx, id)
+	sub, err := l.Subscription(ctx)
 	switch {
 	case err == nil:
 		slug, e.Status, e.Anchor = sub.Plan, sub.Status, quota.Anchor(sub.PeriodStart, sub.PeriodEnd)
 	case !errors.Is(err, billing.ErrNoSubscription):
 		return quota.Entitlement{}, fmt.Errorf("entitlement %s: %w", id, err)
 	}
-	p, err := a.db.GetPlan(ctx, slug)
+	p, err := l.Plan(ctx, slug)
 	if err != nil {
 		return quota.Entitlement{}, fmt.Errorf("entitlement %s: %w", id, err)
 	}

@@ -12,11 +12,15 @@ import (
 // its revoked ones, so a resync can SET the former in Redis and delete the
 // latter. An unknown tenant is ErrTenantNotFound.
 func (s *Store) KeyHashes(ctx context.Context, tenantID string) (live, revoked []string, err error) {
+	return keyHashes(ctx, s.pool, tenantID)
+}
+
+func keyHashes(ctx context.Context, q querier, tenantID string) (live, revoked []string, err error) {
 	const op = "key hashes"
-	if err := requireTenant(ctx, s.pool, tenantID); err != nil {
+	if err := requireTenant(ctx, q, tenantID); err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", op, err)
 	}
-	rows, err := s.pool.Query(ctx, `SELECT key_hash, revoked_at IS NOT NULL FROM api_keys
+	rows, err := q.Query(ctx, `SELECT key_hash, revoked_at IS NOT NULL FROM api_keys
 		WHERE tenant_id = $1 ORDER BY created_at, id`, tenantID)
 	if err != nil {
 		return nil, nil, fmt.Errorf("%s: %w", op, err)

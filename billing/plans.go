@@ -178,7 +178,11 @@ func validatePlan(op string, p Plan) error {
 
 // GetPlan returns the plan with slug, or ErrPlanNotFound.
 func (s *Store) GetPlan(ctx context.Context, slug string) (Plan, error) {
-	p, err := scanPlan(s.pool.QueryRow(ctx, `SELECT `+planColumns+` FROM plans WHERE slug = $1`, slug))
+	return getPlan(ctx, s.pool, slug)
+}
+
+func getPlan(ctx context.Context, q querier, slug string) (Plan, error) {
+	p, err := scanPlan(q.QueryRow(ctx, `SELECT `+planColumns+` FROM plans WHERE slug = $1`, slug))
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Plan{}, fmt.Errorf("get plan %q: %w", slug, ErrPlanNotFound)
 	}

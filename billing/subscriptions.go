@@ -149,10 +149,13 @@ func (s *Store) CreateSubscription(ctx context.Context, n NewSubscription, actor
 // none (pay-as-you-go, or only canceled ones) is ErrNoSubscription; an
 // unknown tenant is ErrTenantNotFound.
 func (s *Store) GetSubscription(ctx context.Context, tenantID string) (Subscription, error) {
-	const op = "get subscription"
-	sub, err := liveSubscription(ctx, s.pool, tenantID, false)
+	return getSubscription(ctx, s.pool, tenantID)
+}
+
+func getSubscription(ctx context.Context, q querier, tenantID string) (Subscription, error) {
+	sub, err := liveSubscription(ctx, q, tenantID, false)
 	if err != nil {
-		return Subscription{}, fmt.Errorf("%s: %w", op, err)
+		return Subscription{}, fmt.Errorf("get subscription: %w", err)
 	}
 	return sub, nil
 }
