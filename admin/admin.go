@@ -134,6 +134,10 @@ func (a *API) auth(next func(http.ResponseWriter, *http.Request)) http.Handler {
 			WriteError(w, http.StatusUnauthorized, "unauthorized", "Send Authorization: Bearer <admin token>.")
 			return
 		}
+		if name := unstorableParam(r); name != "" {
+			WriteError(w, http.StatusBadRequest, "invalid_query", name+" must be valid UTF-8 without NUL bytes.")
+			return
+		}
 		next(w, r.WithContext(billing.WithActor(r.Context(), actor)))
 	})
 }

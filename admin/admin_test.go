@@ -497,6 +497,63 @@ func TestErrors(t *testing.T) {
 	}
 }
 
+// TestInputPostgresCannotStore: text PostgreSQL cannot store (invalid
+// UTF-8, NUL) in a path id, a query parameter or a JSON string is the
+// caller's error, 400 with the field's code, not 503 store_unavailable,
+// and changes nothing.
+func TestInputPostgresCannotStore(t *testing.T) {
+	e := setup(t)
+	id, key := e.createTenant("Text", "free")
+	ten := "/admin/v1/tenants/" + id
+	sub := `"period_start":"2026-05-01T00:00:00Z","period_end":"2026-06-01T00:00:00Z"`
+	tests := []struct {
+		name, method, path, body, code string
+	}{
+		{"tenant id not utf-8", "GET", "/admin/v1/tenants/%ff", "", "invalid_query"},
+		{"tenant id with nul", "GET", "/admin/v1/tenants/a%00b", "", "invalid_query"},
+		{"plan of a tenant id not utf-8", "PUT", "/admin/v1/tenants/%ff/plan", `{"plan":"pro"}`, "invalid_query"},
+		{"key id with nul", "DELETE", ten + "/keys/k%00", "", "invalid_query"},
+		{"key id not utf-8", "DELETE", ten + "/keys/%ff", "", "invalid_query"},
+		{"cursor not utf-8", "GET", "/admin/v1/tenants?after=%ff", "", "invalid_query"},
+		{"cursor with nul", "GET", "/admin/v1/tenants?after=a%00", "", "invalid_query"},
+		{"audit tenant not utf-8", "GET", "/admin/v1/audit?tenant_id=%ff", "", "invalid_query"},
+		{"plan with nul", "PUT", ten + "/plan", `{"plan":"a\u0000"}`, "invalid_plan"},
+		{"name with nul", "POST", "/admin/v1/tenants", `{"name":"a\u0000b"}`, "invalid_name"},
+		{"new tenant's plan with nul", "POST", "/admin/v1/tenants", `{"name":"a","plan":"pro\u0000"}`, "invalid_plan"},
+		{"credit note with nul", "POST", ten + "/balance/credits", `{"amount_minor":5,"currency":"USD","note":"n\u0000"}`, "invalid_json"},
+		{"subscription plan with nul", "PUT", ten + "/subscription", `{"plan":"pro\u0000",` + sub + `}`, "invalid_plan"},
+	}
+	ctx := testCtx(t)
+	audit := func() int { return len(e.must(200, "GET", "/admin/v1/audit?limit=500", "")["entries"].([]any)) }
+	before := audit()
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := e.call(tc.method, tc.path, bearer, tc.body)
+			if status != 400 || body["error"] != tc.code || str(body["message"]) == "" {
+				t.Fatalf("got %d %v, want 400 %q with a message", status, body, tc.code)
+			}
+		})
+	}
+	if after := audit(); after != before {
+		t.Fatalf("%d audit entries after the refused calls, %d before", after, before)
+	}
+	if got := e.must(200, "GET", "/admin/v1/tenants?limit=500", "")["tenants"].([]any); len(got) != 1 {
+		t.Fatalf("tenants after the refused calls: %v", got)
+	}
+	if s, err := e.db.GetSubscription(ctx, id); err != nil || s.Plan != "free" {
+		t.Fatalf("subscription after the refused calls: %+v, %v", s, err)
+	}
+	if ent := e.ent(id); ent["plan"] != "free" {
+		t.Fatalf("entitlements after the refused calls: %v", ent)
+	}
+	if v := e.rdb.Get(ctx, "tg:apikey:"+tenant.HashKey(key)).Val(); v != id {
+		t.Fatalf("key after the refused calls: %q", v)
+	}
+	if bal, err := e.db.Balance(ctx, id, "USD"); err != nil || bal != 0 {
+		t.Fatalf("balance after the refused calls: %d, %v", bal, err)
+	}
+}
+
 func TestInactivePlanIsRefused(t *testing.T) {
 	e := setup(t)
 	id, _ := e.createTenant("Legacy", "free")

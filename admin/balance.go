@@ -47,8 +47,8 @@ func (a *API) credit(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, "invalid_json",
 			fmt.Sprintf("amount_minor: required, an integer from 1 to %d.", billing.MaxAmountMinor))
 		return
-	case req.Note == "" || utf8.RuneCountInString(req.Note) > 500:
-		WriteError(w, http.StatusBadRequest, "invalid_json", "note: required, 1 to 500 characters; it identifies the credit for retries.")
+	case req.Note == "" || utf8.RuneCountInString(req.Note) > 500 || !storable(req.Note):
+		WriteError(w, http.StatusBadRequest, "invalid_json", "note: required, 1 to 500 characters without NUL; it identifies the credit for retries.")
 		return
 	}
 	period, err := a.creditPeriod(r, id)

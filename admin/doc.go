@@ -52,7 +52,12 @@
 //
 // Field errors beyond the named codes (a credit's amount or note, a
 // gauge's count) are 400 invalid_json naming the field; a bad limit query
-// parameter is 400 invalid_query. 503 store_unavailable means PostgreSQL
+// parameter, and a path id or query parameter that is not valid UTF-8 or
+// holds a NUL byte, is 400 invalid_query. Text PostgreSQL cannot store is
+// refused before it is sent: a name with a NUL is 400 invalid_name, such a
+// plan 400 invalid_plan, a note 400 invalid_json; should PostgreSQL refuse
+// text all the same (SQLSTATE 22021, 22P05), the answer is the endpoint's
+// 400, never 503. 503 store_unavailable means PostgreSQL
 // did not answer (nothing changed) or, with a message saying the change is
 // saved, that Redis did not; after a create or key issue that 503 also
 // carries "id" and "api_key", since the key cannot be shown again.

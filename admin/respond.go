@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"go.uber.org/zap"
 
@@ -41,6 +42,30 @@ func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 		return false
 	}
 	return true
+}
+
+// storable reports whether PostgreSQL can store s as text: valid UTF-8
+// without NUL bytes.
+func storable(s string) bool { return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0 }
+
+// unstorableParam names the first path id or query parameter whose value
+// PostgreSQL could not store, "" when there is none. Such a value names
+// nothing and is the caller's mistake, answered 400 invalid_query before a
+// handler passes it on.
+func unstorableParam(r *http.Request) string {
+	for _, name := range []string{"id", "key_id"} {
+		if !storable(r.PathValue(name)) {
+			return "path parameter " + name
+		}
+	}
+	for name, vs := range r.URL.Query() {
+		for _, v := range vs {
+			if !storable(v) {
+				return fmt.Sprintf("query parameter %q", name)
+			}
+		}
+	}
+	return ""
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

@@ -76,6 +76,10 @@ func (a *API) putSubscription(w http.ResponseWriter, r *http.Request) {
 		WriteError(w, http.StatusBadRequest, "invalid_subscription", "plan: required.")
 		return
 	}
+	if !storable(req.Plan) {
+		a.writeInvalidPlan(r.Context(), w, billing.ErrPlanNotFound)
+		return
+	}
 	start, end, msg := req.validate()
 	if msg != "" {
 		WriteError(w, http.StatusBadRequest, "invalid_subscription", msg)

@@ -32,12 +32,16 @@ func (a *API) createTenant(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	req.Name = strings.TrimSpace(req.Name)
-	if req.Name == "" || utf8.RuneCountInString(req.Name) > 200 {
-		WriteError(w, http.StatusBadRequest, "invalid_name", "name is required: 1 to 200 characters.")
+	if req.Name == "" || utf8.RuneCountInString(req.Name) > 200 || !storable(req.Name) {
+		WriteError(w, http.StatusBadRequest, "invalid_name", "name is required: 1 to 200 characters, without NUL.")
 		return
 	}
 	if req.Plan == "" {
 		req.Plan = a.cfg.DefaultPlan
+	}
+	if !storable(req.Plan) {
+		a.writeInvalidPlan(r.Context(), w, billing.ErrPlanNotFound)
+		return
 	}
 	t, key, err := a.db.CreateTenant(r.Context(), req.Name, req.Plan)
 	if err != nil {
@@ -66,6 +70,10 @@ func (a *API) setPlan(w http.ResponseWriter, r *http.Request) {
 	id := r.PathValue("id")
 	var req setPlanRequest
 	if !decodeJSON(w, r, &req) {
+		return
+	}
+	if !storable(req.Plan) {
+		a.writeInvalidPlan(r.Context(), w, billing.ErrPlanNotFound)
 		return
 	}
 	// Checked before the tenant so an unknown plan is a 400 whatever the id.

@@ -18,12 +18,12 @@ func (s *Store) KeyHashes(ctx context.Context, tenantID string) (live, revoked [
 func keyHashes(ctx context.Context, q querier, tenantID string) (live, revoked []string, err error) {
 	const op = "key hashes"
 	if err := requireTenant(ctx, q, tenantID); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", op, err)
+		return nil, nil, classify(op, err)
 	}
 	rows, err := q.Query(ctx, `SELECT key_hash, revoked_at IS NOT NULL FROM api_keys
 		WHERE tenant_id = $1 ORDER BY created_at, id`, tenantID)
 	if err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", op, err)
+		return nil, nil, classify(op, err)
 	}
 	defer rows.Close()
 	for rows.Next() {
@@ -39,7 +39,7 @@ func keyHashes(ctx context.Context, q querier, tenantID string) (live, revoked [
 		}
 	}
 	if err := rows.Err(); err != nil {
-		return nil, nil, fmt.Errorf("%s: %w", op, err)
+		return nil, nil, classify(op, err)
 	}
 	return live, revoked, nil
 }
@@ -53,7 +53,7 @@ func (s *Store) APIKeyHash(ctx context.Context, tenantID, keyID string) (string,
 		return "", fmt.Errorf("api key hash %q: %w", keyID, ErrKeyNotFound)
 	}
 	if err != nil {
-		return "", fmt.Errorf("api key hash %q: %w", keyID, err)
+		return "", classify(fmt.Sprintf("api key hash %q", keyID), err)
 	}
 	return h, nil
 }

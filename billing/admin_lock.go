@@ -70,7 +70,7 @@ func (s *Store) LockTenant(ctx context.Context, tenantID string) (*TenantLock, e
 	if _, err := tx.Exec(ctx, `SELECT pg_advisory_xact_lock(hashtextextended(
 			'tollgate:tenant:' || current_schema() || ':' || $1::text, 0))`, tenantID); err != nil {
 		l.Unlock()
-		return nil, fmt.Errorf("%s %q: %w", op, tenantID, err)
+		return nil, classify(fmt.Sprintf("%s %q", op, tenantID), err)
 	}
 	return l, nil
 }

@@ -29,12 +29,12 @@ func (s *Store) LatestSubscription(ctx context.Context, tenantID string) (Subscr
 		ORDER BY (status <> 'canceled') DESC, created_at DESC, id DESC LIMIT 1`, tenantID))
 	if errors.Is(err, pgx.ErrNoRows) {
 		if err := requireTenant(ctx, s.pool, tenantID); err != nil {
-			return Subscription{}, fmt.Errorf("%s: %w", op, err)
+			return Subscription{}, classify(op, err)
 		}
 		return Subscription{}, fmt.Errorf("%s: tenant %q: %w", op, tenantID, ErrNoSubscription)
 	}
 	if err != nil {
-		return Subscription{}, fmt.Errorf("%s: %w", op, err)
+		return Subscription{}, classify(op, err)
 	}
 	return sub, nil
 }

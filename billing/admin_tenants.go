@@ -2,7 +2,6 @@ package billing
 
 import (
 	"context"
-	"fmt"
 
 	"github.com/jackc/pgx/v5"
 )
@@ -29,7 +28,7 @@ func (s *Store) ListTenantStatuses(ctx context.Context, limit int, after string)
 		) s ON true
 		WHERE t.id > $1 ORDER BY t.id LIMIT $2`, after, clampLimit(limit, 50, 500))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, classify(op, err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (TenantStatus, error) {
 		var t TenantStatus
@@ -41,7 +40,7 @@ func (s *Store) ListTenantStatuses(ctx context.Context, limit int, after string)
 		return t, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, classify(op, err)
 	}
 	return out, nil
 }
@@ -59,11 +58,11 @@ func (s *Store) TenantsOnPlans(ctx context.Context, plans []string, withoutSubsc
 		WHERE t.id > $1 AND (s.plan_slug = ANY($2) OR ($3 AND s.id IS NULL))
 		ORDER BY t.id LIMIT $4`, after, plans, withoutSubscription, clampLimit(limit, 500, 5000))
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, classify(op, err)
 	}
 	ids, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, classify(op, err)
 	}
 	return ids, nil
 }

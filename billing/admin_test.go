@@ -201,3 +201,47 @@ func TestTenantsOnPlans(t *testing.T) {
 		}
 	}
 }
+
+// TestUnstorableTextIsInvalid: text PostgreSQL refuses (a NUL byte,
+// invalid UTF-8: SQLSTATE 22021) is the caller's ErrInvalid, not a store
+// failure, and changes nothing.
+func TestUnstorableTextIsInvalid(t *testing.T) {
+	s := newStore(t)
+	ctx := testCtx(t)
+	acme, _ := mustTenant(t, s, "Acme", "free")
+	calls := map[string]func() error{
+		"get tenant": func() error { _, err := s.GetTenant(ctx, "a\x00b"); return err },
+		"get plan":   func() error { _, err := s.GetPlan(ctx, "\xff"); return err },
+		"list":       func() error { _, err := s.ListTenantStatuses(ctx, 10, "\xff"); return err },
+		"audit":      func() error { _, err := s.AuditEntries(ctx, AuditQuery{TenantID: "\xff"}); return err },
+		"key hash":   func() error { _, err := s.APIKeyHash(ctx, acme.ID, "k\x00"); return err },
+		"list keys":  func() error { _, err := s.ListAPIKeys(ctx, "\xff"); return err },
+		"key hashes": func() error { _, _, err := s.KeyHashes(ctx, "\xff"); return err },
+		"latest":     func() error { _, err := s.LatestSubscription(ctx, "\xff"); return err },
+		"lock tenant": func() error {
+			l, err := s.LockTenant(ctx, "a\x00")
+			if err == nil {
+				l.Unlock()
+			}
+			return err
+		},
+		"create":   func() error { _, _, err := s.CreateTenant(ctx, "a\x00b", "free"); return err },
+		"set plan": func() error { _, err := s.SetPlan(ctx, acme.ID, "pro\x00", "test"); return err },
+		"credit": func() error {
+			_, _, err := s.CreditBalanceAudited(ctx, LedgerEntry{TenantID: acme.ID, AmountMinor: 5, Currency: "USD",
+				Kind: "admin_credit", PeriodStart: fixedNow, Note: "n\x00"}, "admin")
+			return err
+		},
+	}
+	for name, call := range calls {
+		if err := call(); !errorsIs(err, ErrInvalid) {
+			t.Errorf("%s: %v, want ErrInvalid", name, err)
+		}
+	}
+	if n := count(t, s, `SELECT count(*) FROM tenants`); n != 1 {
+		t.Fatalf("%d tenants", n)
+	}
+	if n := count(t, s, `SELECT count(*) FROM balance_ledger`); n != 0 {
+		t.Fatalf("%d ledger rows", n)
+	}
+}

@@ -85,7 +85,7 @@ func (s *Store) AuditEntries(ctx context.Context, q AuditQuery) ([]AuditEntry, e
 		ORDER BY id DESC
 		LIMIT $3`, q.TenantID, q.BeforeID, limit)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, classify(op, err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (AuditEntry, error) {
 		var e AuditEntry
@@ -93,7 +93,7 @@ func (s *Store) AuditEntries(ctx context.Context, q AuditQuery) ([]AuditEntry, e
 		return e, err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, classify(op, err)
 	}
 	return out, nil
 }

@@ -35,6 +35,10 @@ const (
 	// A value or a sum beyond its type (a balance past int64): the input
 	// is what cannot be stored, so retrying cannot help.
 	pgNumericOutOfRange = "22003"
+	// Text PostgreSQL cannot store: invalid UTF-8 or a NUL byte (22021),
+	// or a character the database encoding lacks (22P05).
+	pgCharacterNotInRepertoire = "22021"
+	pgUntranslatableCharacter  = "22P05"
 )
 
 func pgCode(err error) (code, constraint string) {
@@ -56,6 +60,8 @@ func classify(op string, err error) error {
 		return fmt.Errorf("%s: %w (%s): %w", op, ErrInvalid, constraint, err)
 	case pgNumericOutOfRange:
 		return fmt.Errorf("%s: %w: a value or sum is out of range: %w", op, ErrInvalid, err)
+	case pgCharacterNotInRepertoire, pgUntranslatableCharacter:
+		return fmt.Errorf("%s: %w: text it cannot store (a NUL byte, invalid UTF-8, a character the database encoding lacks): %w", op, ErrInvalid, err)
 	case pgForeignKeyViolation:
 		switch constraint {
 		case "subscriptions_plan_slug_fkey":

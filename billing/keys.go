@@ -107,15 +107,15 @@ func (s *Store) RevokeAPIKey(ctx context.Context, tenantID, keyID string) (APIKe
 func (s *Store) ListAPIKeys(ctx context.Context, tenantID string) ([]APIKey, error) {
 	const op = "list api keys"
 	if err := requireTenant(ctx, s.pool, tenantID); err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, classify(op, err)
 	}
 	rows, err := s.pool.Query(ctx, `SELECT `+keyColumns+` FROM api_keys WHERE tenant_id = $1 ORDER BY created_at, id`, tenantID)
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, classify(op, err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (APIKey, error) { return scanKey(r) })
 	if err != nil {
-		return nil, fmt.Errorf("%s: %w", op, err)
+		return nil, classify(op, err)
 	}
 	return out, nil
 }
@@ -136,7 +136,7 @@ func (s *Store) TenantByKeyHash(ctx context.Context, keyHash string) (Tenant, er
 		return Tenant{}, fmt.Errorf("%s: %w", op, ErrKeyNotFound)
 	}
 	if err != nil {
-		return Tenant{}, fmt.Errorf("%s: %w", op, err)
+		return Tenant{}, classify(op, err)
 	}
 	return t, nil
 }

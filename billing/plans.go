@@ -187,7 +187,7 @@ func getPlan(ctx context.Context, q querier, slug string) (Plan, error) {
 		return Plan{}, fmt.Errorf("get plan %q: %w", slug, ErrPlanNotFound)
 	}
 	if err != nil {
-		return Plan{}, fmt.Errorf("get plan %q: %w", slug, err)
+		return Plan{}, classify(fmt.Sprintf("get plan %q", slug), err)
 	}
 	return p, nil
 }

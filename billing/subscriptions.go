@@ -155,7 +155,7 @@ func (s *Store) GetSubscription(ctx context.Context, tenantID string) (Subscript
 func getSubscription(ctx context.Context, q querier, tenantID string) (Subscription, error) {
 	sub, err := liveSubscription(ctx, q, tenantID, false)
 	if err != nil {
-		return Subscription{}, fmt.Errorf("get subscription: %w", err)
+		return Subscription{}, classify("get subscription", err)
 	}
 	return sub, nil
 }

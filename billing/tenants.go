@@ -105,7 +105,7 @@ func (s *Store) GetTenant(ctx context.Context, id string) (Tenant, error) {
 		return Tenant{}, fmt.Errorf("get tenant %q: %w", id, ErrTenantNotFound)
 	}
 	if err != nil {
-		return Tenant{}, fmt.Errorf("get tenant %q: %w", id, err)
+		return Tenant{}, classify(fmt.Sprintf("get tenant %q", id), err)
 	}
 	return t, nil
 }
@@ -117,11 +117,11 @@ func (s *Store) ListTenants(ctx context.Context, limit int, after string) ([]Ten
 	rows, err := s.pool.Query(ctx, tenantSelect+` WHERE t.id > $1 ORDER BY t.id LIMIT $2`,
 		after, clampLimit(limit, 50, 500))
 	if err != nil {
-		return nil, fmt.Errorf("list tenants: %w", err)
+		return nil, classify("list tenants", err)
 	}
 	out, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (Tenant, error) { return scanTenant(r) })
 	if err != nil {
-		return nil, fmt.Errorf("list tenants: %w", err)
+		return nil, classify("list tenants", err)
 	}
 	return out, nil
 }
