@@ -2,8 +2,10 @@ package admin_test
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"maps"
+	"net/http"
 	"strconv"
 	"strings"
 	"sync"
@@ -551,6 +553,47 @@ func TestInputPostgresCannotStore(t *testing.T) {
 	}
 	if bal, err := e.db.Balance(ctx, id, "USD"); err != nil || bal != 0 {
 		t.Fatalf("balance after the refused calls: %d, %v", bal, err)
+	}
+}
+
+// TestContentType: the media type is compared whole and without regard
+// to case, parameters allowed; a missing Content-Type is read as JSON.
+func TestContentType(t *testing.T) {
+	e := setup(t)
+	id, _ := e.createTenant("Typed", "free")
+	for _, tc := range []struct {
+		ct     string
+		status int
+	}{
+		{"application/json", 200},
+		{"Application/JSON", 200},
+		{"application/json; charset=utf-8", 200},
+		{"APPLICATION/JSON ; Charset=UTF-8", 200},
+		{"", 200},
+		{"application/jsonx", 415},
+		{"application/json-patch+json", 415},
+		{"application/json;", 200},
+		{"text/plain", 415},
+		{"application/json; charset", 415},
+	} {
+		req, err := http.NewRequest("PUT", e.srv.URL+"/admin/v1/tenants/"+id+"/plan", strings.NewReader(`{"plan":"free"}`))
+		if err != nil {
+			t.Fatal(err)
+		}
+		req.Header.Set("Authorization", bearer)
+		if tc.ct != "" {
+			req.Header.Set("Content-Type", tc.ct)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var body obj
+		_ = json.NewDecoder(resp.Body).Decode(&body)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || (tc.status == 415 && body["error"] != "unsupported_media_type") {
+			t.Errorf("Content-Type %q: %d %v, want %d", tc.ct, resp.StatusCode, body, tc.status)
+		}
 	}
 }
 

@@ -15,7 +15,9 @@
 // ends on the plan PostgreSQL ended on.
 //
 // Every call needs "Authorization: Bearer <admin token>". Errors are
-// {"error","message"}.
+// {"error","message"}. A body is one JSON object with only known fields;
+// a Content-Type other than application/json (in any case, parameters
+// such as charset=utf-8 allowed) is 415 unsupported_media_type.
 //
 //	POST   /admin/v1/tenants {"name","plan"}            201 {"id","plan","api_key"}
 //	GET    /admin/v1/tenants?limit=&after=              200 {"tenants":[…],"next":cursor|null}

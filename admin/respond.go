@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"mime"
 	"net/http"
 	"strings"
 	"time"
@@ -20,9 +21,10 @@ import (
 const maxBody = 64 << 10
 
 // decodeJSON reads one JSON object with only known fields. It answers the
-// request itself when the body is not acceptable.
+// request itself when the body is not acceptable. A Content-Type must be
+// application/json, in any case, parameters allowed; none is read as JSON.
 func decodeJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	if ct := r.Header.Get("Content-Type"); ct != "" && !strings.HasPrefix(ct, "application/json") {
+	if !jsonContentType(r.Header.Get("Content-Type")) {
 		WriteError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", "Send Content-Type: application/json.")
 		return false
 	}
@@ -66,6 +68,17 @@ func unstorableParam(r *http.Request) string {
 		}
 	}
 	return ""
+}
+
+// jsonContentType reports whether ct names JSON: empty, or the media type
+// application/json compared whole and case-insensitively, with any
+// parameters (charset=utf-8).
+func jsonContentType(ct string) bool {
+	if ct == "" {
+		return true
+	}
+	mt, _, err := mime.ParseMediaType(ct)
+	return err == nil && mt == "application/json"
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
