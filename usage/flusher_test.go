@@ -2,6 +2,7 @@ package usage_test
 
 import (
 	"errors"
+	"strings"
 	"testing"
 
 	"github.com/tollgate/tollgate/usage"
@@ -112,5 +113,31 @@ func TestFlusherHoldsBackWithoutEpochAndAfterARestore(t *testing.T) {
 	}
 	if m, _ := totals(t, store, tid); m != 5 {
 		t.Fatalf("messages %d after the new epoch, want 5", m)
+	}
+}
+
+// A key in Redis that looks like a counter but holds what the ingest would
+// refuse (here a tenant id past its 128 characters) is never flushed: the
+// ingest refuses a whole batch for one such item, and its batch-mates'
+// usage would be dropped with it on every flush.
+func TestFlusherLeavesOutWhatTheIngestRefuses(t *testing.T) {
+	cfg := testConfig(t)
+	rdb := sharedRedis(t)
+	store, _ := newBilling(t, cfg)
+	epochKey, _ := newEpoch(t, rdb, store)
+	prefix := tenantPrefix(t, rdb)
+	f := usage.NewFlusher(rdb, usage.StoreSink{Store: store}, usage.WithEpochKey(epochKey), usage.WithSweepTenants(prefix+"*"))
+	ctx := testCtx(t)
+
+	tid, long := prefix+"-a", prefix+"-"+strings.Repeat("x", 130)
+	start, _ := thisMonth()
+	rdb.Set(ctx, meteredKey(tid, "messages", start), 4, 0)
+	rdb.Set(ctx, meteredKey(long, "messages", start), 9, 0)
+	f.Touch(meteredKey(long, "messages", start))
+	if err := f.Flush(ctx); err != nil {
+		t.Fatalf("flush with a foreign key among the counters: %v", err)
+	}
+	if m, _ := totals(t, store, tid); m != 4 {
+		t.Fatalf("billing holds %d messages, want 4", m)
 	}
 }

@@ -1,6 +1,9 @@
 package usage
 
-import "testing"
+import (
+	"strings"
+	"testing"
+)
 
 func TestParseCounterKey(t *testing.T) {
 	tests := []struct {
@@ -17,6 +20,8 @@ func TestParseCounterKey(t *testing.T) {
 		{"tg:{t1}:m:messages:1125899906842624", false, counter{}}, // past year 9999
 		{"tg:{t1}:ent", false, counter{}},
 		{"tg:{}:g:agents", false, counter{}},
+		{"tg:{" + strings.Repeat("t", maxIDLen) + "}:g:agents", true, counter{tenant: strings.Repeat("t", maxIDLen), feature: "agents", gauge: true}},
+		{"tg:{" + strings.Repeat("t", maxIDLen+1) + "}:g:agents", false, counter{}}, // a tenant id the ingest refuses
 		{"tg:apikey:00", false, counter{}},
 		{"", false, counter{}},
 	}

@@ -50,7 +50,8 @@ func parseCounterKey(key string) (counter, bool) {
 		return counter{}, false
 	}
 	end := strings.Index(rest, "}:")
-	if end <= 0 {
+	// A tenant id the ingest would refuse is no counter of ours either.
+	if end <= 0 || end > maxIDLen {
 		return counter{}, false
 	}
 	c := counter{key: key, tenant: rest[:end]}

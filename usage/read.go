@@ -139,6 +139,12 @@ func snapshotItems(g *tenantRead, res []any) ([]Item, error) {
 			_, end := quota.Period(anchor, time.Unix(c.periodStart, 0))
 			it.PeriodStart, it.PeriodEnd = c.periodStart, end.Unix()
 		}
+		// The ingest refuses a whole batch for one item it cannot take:
+		// such an item (nothing Tollgate writes) must never leave, or it
+		// would take its batch-mates' usage with it on every flush.
+		if it.validate() != nil {
+			continue
+		}
 		items = append(items, it)
 	}
 	return items, nil
