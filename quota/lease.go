@@ -127,7 +127,7 @@ func (s *Store) reserveLease(ctx context.Context, c *Check, d *Decision, fi *fea
 				if s.admitLocal(ls, c, d, m, amount) {
 					return nil
 				}
-				if sn := ls.snap.Load(); sn != nil && sn.refused {
+				if sn := ls.snap.Load(); sn != nil && sn.refused && !ls.retired.Load() {
 					s.overLimit(ls, sn, d)
 					return nil
 				}
@@ -188,7 +188,10 @@ func leaseKey(tenantID string, fi *featureInfo, periodStart int64) string {
 // returns false when the lease has too few units: the caller calls Redis.
 func (s *Store) admitLocal(ls *leaseState, c *Check, d *Decision, m mode, amount int64) bool {
 	sn := ls.snap.Load()
-	if sn == nil {
+	if sn == nil || ls.retired.Load() {
+		// A retired lease admits nothing more; the caller finds the
+		// tenant's current one. A take that raced the retirement is
+		// counted: the retired set reports it.
 		return false
 	}
 	if s.lockedBy(c, sn, d) {
@@ -296,6 +299,12 @@ func (s *Store) leaseCallLocked(ctx context.Context, ls *leaseState, want, need 
 		if code == 1 {
 			ls.avail.Add(g)
 		}
+		if ls.retired.Load() && want > 0 {
+			// The re-sent call found the anchor changed: no new units for
+			// this lease; the caller starts over on the tenant's current
+			// one, and the flush settles what this one still holds.
+			return 0, codeAnchorMismatch, nil
+		}
 	}
 	ls.seq++
 	call := leaseCall{
@@ -373,8 +382,10 @@ func (s *Store) runLease(ctx context.Context, ls *leaseState, call leaseCall) (i
 		}
 		s.anchors.Store(ls.tenant, a)
 		// The period was wrong: this state is done. Units released into it
-		// from now on go straight to the counter.
-		s.leases.remove(ls)
+		// from now on go straight to the counter; what it still holds (taken
+		// or released while this call was on its way) is reported by the
+		// flush, from the retired set.
+		s.retire(ls)
 	default:
 		return 0, 0, fmt.Errorf("lease %s: unexpected script reply code %d", ls.key, code)
 	}

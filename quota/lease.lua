@@ -111,6 +111,9 @@ if own then
   end
 end
 
+-- The report is applied before the tenant and anchor checks below: a lease
+-- retired because its period was wrong (answered 7) still reports what it
+-- handed out, to the counter its requests were admitted on.
 if not dup then
   local consumed = tonumber(ARGV[7])
   if consumed < 0 and used + consumed < 0 then

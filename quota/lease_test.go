@@ -811,3 +811,188 @@ func TestLeaseReportAfterMalformedValue(t *testing.T) {
 		})
 	}
 }
+
+// meteredTotal sums a tenant's counters of f over every period key in
+// Redis (delivery markers left out).
+func meteredTotal(t *testing.T, rdb *redis.Client, id string, f *config.Feature) int64 {
+	t.Helper()
+	ctx := context.Background()
+	seen := map[string]bool{} // SCAN may return a key twice
+	var cursor uint64
+	for range 10000 {
+		keys, next, err := rdb.Scan(ctx, cursor, tenantPrefix(id)+":m:"+f.Name+":*", 1000).Result()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, k := range keys {
+			seen[k] = !strings.Contains(k, ":d:")
+		}
+		if cursor = next; cursor == 0 {
+			break
+		}
+	}
+	var sum int64
+	for k, counter := range seen {
+		if !counter {
+			continue
+		}
+		n, err := rdb.Get(ctx, k).Int64()
+		if err != nil {
+			t.Fatalf("%s: %v", k, err)
+		}
+		sum += n
+	}
+	return sum
+}
+
+// TestLeaseAnchorChangeLosesNoUsage: a tenant's anchor flips back and forth
+// while requests keep reserving from their leases. A lease that learns its
+// period was wrong is retired; what it had handed out and not yet reported
+// (units taken while its last call was on its way, releases that raced
+// it) is still reported, and nothing is admitted from it afterwards. The
+// counters over all periods end at exactly what was let through.
+func TestLeaseAnchorChangeLosesNoUsage(t *testing.T) {
+	tc := newLeaseConfig()
+	rdb := testClient(t)
+	s := newStore(t, rdb, tc.Config)
+	flipper := newStore(t, testClient(t), tc.Config)
+	id := newTenant(t, s, rdb, tc.PlanBySlug["mini"], 0, map[string]int64{"messages": 1_000_000_000})
+	closeFirst(t, s)
+	ctx := context.Background()
+
+	// Two anchors naming different periods: calendar months, and months
+	// starting at 12:00:17 on the 2nd.
+	calendar, _ := Period(0, time.Now())
+	anchors := [2]int64{0, calendar.Add(36*time.Hour + 17*time.Second).Unix()}
+
+	const workers = 16
+	var let, released, failedOpen atomic.Int64
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for w := range workers {
+		wg.Go(func() {
+			c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				var d Decision
+				err := s.Reserve(ctx, c, &d)
+				switch d.Outcome {
+				case Admitted:
+					let.Add(1)
+					if (i+w)%5 == 0 {
+						s.Release(ctx, &d)
+						released.Add(1)
+					} else {
+						s.Commit(ctx, &d, 1)
+					}
+				case FailedOpen:
+					// The anchor changed under every attempt: counted
+					// locally and reconciled.
+					let.Add(1)
+					failedOpen.Add(1)
+					s.Commit(ctx, &d, 1)
+				default:
+					t.Errorf("Reserve: %v %v", d.Outcome, err)
+					return
+				}
+			}
+		})
+	}
+	for i := range 60 {
+		time.Sleep(50 * time.Millisecond)
+		if err := flipper.PutEntitlement(ctx, Entitlement{TenantID: id, Plan: tc.PlanBySlug["mini"],
+			Anchor: anchors[(i+1)%2], Limits: map[string]int64{"messages": 1_000_000_000}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	close(stop)
+	wg.Wait()
+	if err := s.Close(); err != nil {
+		t.Fatalf("Close: %v", err)
+	}
+	want := let.Load() - released.Load()
+	t.Logf("%d let through (%d failed open), %d released", let.Load(), failedOpen.Load(), released.Load())
+	if got := meteredTotal(t, rdb, id, tc.messages); got != want {
+		t.Errorf("counters over all periods sum to %d, want %d (let through %d, released %d)",
+			got, want, let.Load(), released.Load())
+	}
+}
+
+// TestLeaseRetiredStateIsSettled: a lease whose call learns the anchor
+// changed is retired. Nothing is admitted from it any more, and units
+// moved in it afterwards (a take or release that raced the retirement)
+// are still reported to its counter by the next flush.
+func TestLeaseRetiredStateIsSettled(t *testing.T) {
+	tc := newLeaseConfig()
+	rdb := testClient(t)
+	s := newStore(t, rdb, tc.Config)
+	other := newStore(t, testClient(t), tc.Config)
+	id := newTenant(t, s, rdb, tc.PlanBySlug["mini"], 0, nil)
+	closeFirst(t, s)
+	ctx := context.Background()
+	c := &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1}
+	for range 3 {
+		if d := mustReserve(t, s, c); d.Outcome != Admitted {
+			t.Fatalf("reserve: %v", d.Outcome)
+		}
+	}
+	var ls *leaseState
+	for _, l := range s.leases.all() {
+		if l.tenant == id {
+			ls = l
+		}
+	}
+	if ls == nil {
+		t.Fatal("no lease state")
+	}
+	oldKey := ls.key
+
+	calendar, _ := Period(0, time.Now())
+	anchor := calendar.Add(36*time.Hour + 17*time.Second).Unix()
+	if err := other.PutEntitlement(ctx, Entitlement{TenantID: id, Plan: tc.PlanBySlug["mini"], Anchor: anchor}); err != nil {
+		t.Fatal(err)
+	}
+	mustFlush(t, s) // its report is answered "anchor mismatch": retired
+	if !ls.retired.Load() {
+		t.Fatal("the lease was not retired by a call that met another anchor")
+	}
+	if got := rdb.Get(ctx, oldKey).Val(); got != "3" {
+		t.Fatalf("old period's counter = %q after the retiring call, want 3", got)
+	}
+	// A take that passed its check before the retirement moves its units
+	// now; a release that raced it gives one back.
+	ls.avail.Add(3)
+	if !ls.take(3) {
+		t.Fatal("take from the retired lease's units failed")
+	}
+	ls.giveBack(1)
+
+	var d Decision
+	if s.admitLocal(ls, c, &d, modeReserve, 1) {
+		t.Fatal("a retired lease admitted a request")
+	}
+	if d := mustReserve(t, s, c); d.Outcome != Admitted || d.key == oldKey {
+		t.Fatalf("reserve after the anchor change: %v on %s, want admitted on the new period", d.Outcome, d.key)
+	}
+	mustFlush(t, s)
+	if got := rdb.Get(ctx, oldKey).Val(); got != "5" {
+		t.Errorf("old period's counter = %q after the flush, want 5 (3 + 2 moved after the retirement)", got)
+	}
+	if ls.used.Load() != 0 || ls.avail.Load() != 0 {
+		t.Errorf("retired lease still holds %d unreported, %d unused", ls.used.Load(), ls.avail.Load())
+	}
+	start, _ := Period(anchor, s.now())
+	if n := usage(t, s, id, tc.messages); n != 1 || counterKey(id, s.info(tc.messages), start.Unix()) == oldKey {
+		t.Errorf("new period's usage = %d, want 1", n)
+	}
+	if err := s.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(s.retiredLeases()); n != 0 {
+		t.Errorf("%d retired leases left after Close", n)
+	}
+}

@@ -49,7 +49,12 @@ type Store struct {
 
 	// Lease mode (see lease.go): this instance's leases, the flush interval,
 	// how long a lease is used locally and how long Redis keeps it.
-	leases     leaseTable
+	leases leaseTable
+	// retired holds leases taken out of the table (their period turned out
+	// wrong, or they went idle) until what they still hold is reported:
+	// requests that raced the retirement may have taken or released units.
+	retiredMu  sync.Mutex
+	retired    map[*leaseState]struct{}
 	leaseSeq   atomic.Uint64
 	leaseTTL   time.Duration
 	leaseEvery time.Duration
@@ -115,6 +120,7 @@ func New(rdb redis.UniversalClient, cfg *config.Config, opts ...Option) *Store {
 		now:       time.Now,
 		log:       zap.NewNop(),
 		pending:   make(map[string]*pendingCount),
+		retired:   make(map[*leaseState]struct{}),
 		id:        newInstanceID(),
 		interval:  cfg.Redis.ReconcileInterval,
 		stop:      make(chan struct{}),
