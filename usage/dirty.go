@@ -35,9 +35,13 @@ func (d *dirtySet) drainInto(dst map[string]struct{}) {
 		sh := &d.shards[i]
 		sh.mu.Lock()
 		m := sh.keys
-		if len(m) > 0 {
-			sh.keys = make(map[string]struct{}, len(m))
+		if len(m) == 0 {
+			// Left in place, and not read outside the lock: a Touch may
+			// write it any time.
+			sh.mu.Unlock()
+			continue
 		}
+		sh.keys = make(map[string]struct{}, len(m))
 		sh.mu.Unlock()
 		for k := range m {
 			dst[k] = struct{}{}

@@ -1,7 +1,9 @@
 package usage
 
 import (
+	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -48,6 +50,32 @@ func TestTouchAllocatesNothingWhenMarked(t *testing.T) {
 	f.dirty.drainInto(got)
 	if len(got) != 1 {
 		t.Fatalf("dirty set = %v", got)
+	}
+}
+
+// TestDrainWhileTouching: the flusher drains the dirty set while requests
+// (and the quota store's lease reports) keep marking keys; every key
+// marked is drained once, and a shard the previous drain emptied is not
+// read while it is written (go test -race).
+func TestDrainWhileTouching(t *testing.T) {
+	f := NewFlusher(nil, nil)
+	const keys = 20000
+	got := map[string]struct{}{}
+	f.Touch("tg:{t0}:g:agents")
+	f.dirty.drainInto(got) // leaves that shard an empty map
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for i := range keys {
+			f.Touch("tg:{t" + strconv.Itoa(i) + "}:g:agents")
+		}
+	})
+	for range 200 {
+		f.dirty.drainInto(got)
+	}
+	wg.Wait()
+	f.dirty.drainInto(got)
+	if len(got) != keys {
+		t.Fatalf("drained %d keys, want %d", len(got), keys)
 	}
 }
 
