@@ -353,6 +353,10 @@ func (s *Store) runLease(ctx context.Context, ls *leaseState, call leaseCall) (i
 		n[i] = v
 	}
 	code, grant := n[0], n[4]
+	if call.consumed != 0 && (code == 1 || code == int64(UnknownTenant) || code == codeAnchorMismatch) {
+		// The script applied the report before deciding any of these.
+		s.changed(ls.key)
+	}
 	switch code {
 	case 1:
 		ls.snap.Store(&leaseSnap{

@@ -996,3 +996,59 @@ func TestLeaseRetiredStateIsSettled(t *testing.T) {
 		t.Errorf("%d retired leases left after Close", n)
 	}
 }
+
+// TestCounterChanged: the store names every counter it changes after the
+// request that counted the units was settled — a lease call's report and
+// a reconcile's delivery — so a usage flusher can mark it; calls that
+// report nothing name nothing.
+func TestCounterChanged(t *testing.T) {
+	tc := newLeaseConfig()
+	rdb := testClient(t)
+	var mu sync.Mutex
+	changed := map[string]int{}
+	s := newStore(t, rdb, tc.Config, WithCounterChanged(func(key string) {
+		mu.Lock()
+		changed[key]++
+		mu.Unlock()
+	}))
+	id := newTenant(t, s, rdb, tc.PlanBySlug["mini"], 0, nil)
+	closeFirst(t, s)
+	times := func(key string) int {
+		mu.Lock()
+		defer mu.Unlock()
+		return changed[key]
+	}
+	ctx := context.Background()
+
+	d := mustReserve(t, s, &Check{TenantID: id, Meter: fixed(tc.messages, 1), Amount: 1})
+	if d.Outcome != Admitted {
+		t.Fatalf("reserve: %v", d.Outcome)
+	}
+	if n := times(d.key); n != 0 {
+		t.Errorf("the first lease call reported nothing, yet named the counter %d times", n)
+	}
+	mustFlush(t, s) // reports the unit
+	if n := times(d.key); n != 1 {
+		t.Errorf("after the lease report: counter named %d times, want 1", n)
+	}
+	mustFlush(t, s) // gives the unused units back, reports nothing
+	if n := times(d.key); n != 1 {
+		t.Errorf("after a give-back: counter named %d times, want still 1", n)
+	}
+
+	s.addPending(d.key, 2, d.expiry())
+	if err := s.Reconcile(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := times(d.key); n != 2 {
+		t.Errorf("after a reconcile delivery: counter named %d times, want 2", n)
+	}
+	if n := usage(t, s, id, tc.messages); n != 3 {
+		t.Errorf("usage = %d, want 3", n)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(changed) != 1 {
+		t.Errorf("named %v, want only %s", changed, d.key)
+	}
+}

@@ -118,6 +118,7 @@ func (s *Store) Reconcile(ctx context.Context) error {
 			delete(s.pending, j.key)
 		}
 		s.pmu.Unlock()
+		s.changed(j.key)
 	}
 
 	switch {

@@ -47,6 +47,10 @@ type Store struct {
 	reconcileMu      sync.Mutex
 	reconcileFailing bool
 
+	// counterChanged learns of counters the store changed in Redis after
+	// the request that counted them was settled (WithCounterChanged).
+	counterChanged func(key string)
+
 	// Lease mode (see lease.go): this instance's leases, the flush interval,
 	// how long a lease is used locally and how long Redis keeps it.
 	leases leaseTable
@@ -103,6 +107,26 @@ func WithLogger(l *zap.Logger) Option {
 		if l != nil {
 			s.log = l
 		}
+	}
+}
+
+// WithCounterChanged has fn called with a counter key whenever the store
+// changes that counter in Redis on its own, later than the request that
+// counted the units: a lease call that reports units handed out from the
+// lease (the background flush, a request's lease call, Close), and a
+// reconcile that delivers counts kept while Redis was unreachable. A usage
+// flusher's Touch belongs here, so such changes reach billing within a
+// flush interval rather than at the next sweep. fn must be cheap and must
+// not block: it runs on the store's background loops and on request paths
+// that call Redis anyway, never on lease mode's local admission.
+func WithCounterChanged(fn func(key string)) Option {
+	return func(s *Store) { s.counterChanged = fn }
+}
+
+// changed reports a counter the store changed to WithCounterChanged's fn.
+func (s *Store) changed(key string) {
+	if s.counterChanged != nil {
+		s.counterChanged(key)
 	}
 }
 

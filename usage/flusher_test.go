@@ -1,10 +1,14 @@
 package usage_test
 
 import (
+	"context"
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/tollgate/tollgate/config"
+	"github.com/tollgate/tollgate/quota"
 	"github.com/tollgate/tollgate/usage"
 )
 
@@ -140,4 +144,51 @@ func TestFlusherLeavesOutWhatTheIngestRefuses(t *testing.T) {
 	if m, _ := totals(t, store, tid); m != 4 {
 		t.Fatalf("billing holds %d messages, want 4", m)
 	}
+}
+
+// TestLeaseUsageReachesBillingWithinAFlushInterval: in lease mode the
+// counter changes when the lease reports, up to a lease interval after the
+// proxy touched the key. The quota store names the counter then
+// (quota.WithCounterChanged, wired to Touch as `serve` does), so billing
+// has the usage within a flush or two rather than at the next sweep.
+func TestLeaseUsageReachesBillingWithinAFlushInterval(t *testing.T) {
+	cfg := testConfig(t)
+	msgs := cfg.FeatureByName["messages"]
+	msgs.Mode = config.ModeLease
+	rdb := sharedRedis(t)
+	store, _ := newBilling(t, cfg)
+	epochKey, _ := newEpoch(t, rdb, store)
+	prefix := tenantPrefix(t, rdb)
+	ctx := testCtx(t)
+	f := usage.NewFlusher(rdb, usage.StoreSink{Store: store},
+		usage.WithEpochKey(epochKey), usage.WithSweepTenants(prefix+"*"),
+		usage.WithInterval(100*time.Millisecond))
+	// Closed before the tenant's keys are deleted: Close reports leases.
+	qs := quota.New(rdb, cfg, quota.WithCounterChanged(f.Touch))
+	t.Cleanup(func() { qs.Close() })
+
+	tid := prefix + "-lease"
+	if err := qs.PutEntitlement(ctx, quota.Entitlement{TenantID: tid, Plan: cfg.PlanBySlug["pro"]}); err != nil {
+		t.Fatal(err)
+	}
+	runCtx, stop := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	go func() { done <- f.Run(runCtx) }() // its first flush sweeps: nothing yet
+	t.Cleanup(func() {
+		stop()
+		<-done
+	})
+
+	for i := range 10 {
+		d := reserve(t, qs, tid, msgs, 1)
+		if d.Outcome != quota.Admitted {
+			t.Fatalf("message %d: %v", i+1, d.Outcome)
+		}
+		qs.Commit(ctx, &d, 1)
+		f.Touch(d.CounterKey()) // as the proxy does, before the lease reports
+	}
+	eventually(t, 5*time.Second, "billing to hold the 10 lease-mode messages", func() bool {
+		m, _ := totals(t, store, tid)
+		return m == 10
+	})
 }

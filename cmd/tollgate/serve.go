@@ -154,6 +154,14 @@ func runServer(ctx context.Context, cfg *config.Config, logOut io.Writer, run co
 	if !cfg.Redis.Pipeline {
 		qopts = append(qopts, quota.WithoutPipeline())
 	}
+	var flusher *usage.Flusher
+	if run.proxy {
+		flusher = usage.NewFlusher(rdb, usage.StoreSink{Store: db}, usage.WithFlusherLogger(log))
+		// The proxy touches a counter when its request settles; a lease
+		// report or a reconcile delivery changes it later, and marks it
+		// then, so billing has it within a flush interval.
+		qopts = append(qopts, quota.WithCounterChanged(flusher.Touch))
+	}
 	store := quota.New(rdb, cfg, qopts...)
 	defer store.Close()
 
@@ -187,10 +195,7 @@ func runServer(ctx context.Context, cfg *config.Config, logOut io.Writer, run co
 	})
 	apiSrv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 
-	var (
-		proxySrv *fasthttp.Server
-		flusher  *usage.Flusher
-	)
+	var proxySrv *fasthttp.Server
 	if run.proxy {
 		resolver, err := tenant.NewResolver(ctx, cfg.Tenant, rdb, tenant.WithLookupTimeout(cfg.Redis.Timeout), tenant.WithLogger(log))
 		if err != nil {
@@ -201,7 +206,6 @@ func runServer(ctx context.Context, cfg *config.Config, logOut io.Writer, run co
 		if err != nil {
 			return fmt.Errorf("upstream: %w", err)
 		}
-		flusher = usage.NewFlusher(rdb, usage.StoreSink{Store: db}, usage.WithFlusherLogger(log))
 		go func() { _ = flusher.Run(bg) }()
 		handler := proxy.NewHandler(cfg, resolver, store, fwd,
 			proxy.WithLogger(log),
