@@ -9,13 +9,19 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+
+	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/billing/billingtest"
 	"github.com/tollgate/tollgate/internal/redistest"
+	"github.com/tollgate/tollgate/quota"
 	"github.com/tollgate/tollgate/tenant"
+	"github.com/tollgate/tollgate/usage"
 )
 
 func freeAddr(t *testing.T) string {
@@ -285,4 +291,128 @@ func TestServeWritesThroughPlansChangedInTheFile(t *testing.T) {
 			time.Sleep(20 * time.Millisecond)
 		}
 	})
+}
+
+// TestGracefulShutdownFlushesLeaseUsage: with messages in lease mode, the
+// units a stopping `serve` admitted are reported to Redis by the quota
+// store's Close, and the final usage flush runs after it, so PostgreSQL
+// holds them too when serve returns (not at the next start's sweep).
+func TestGracefulShutdownFlushesLeaseUsage(t *testing.T) {
+	demoAddr, proxyAddr, apiAddr := freeAddr(t), freeAddr(t), freeAddr(t)
+	t.Setenv("TOLLGATE_UPSTREAM_URL", "http://"+demoAddr)
+	t.Setenv("TOLLGATE_LISTEN", proxyAddr)
+	t.Setenv("TOLLGATE_API_LISTEN", apiAddr)
+	// A Redis of its own: the shared one's tg:epoch belongs to whichever
+	// test database restored it last, and a flusher that met another
+	// database's epoch holds back for a while.
+	redisAddr := redistest.Private(t)
+	rdb := redis.NewClient(&redis.Options{Addr: redisAddr})
+	t.Cleanup(func() { rdb.Close() })
+	t.Setenv("TOLLGATE_REDIS_URL", "redis://"+redisAddr+"/0")
+	t.Setenv("TOLLGATE_ADMIN_TOKEN", "t0ken")
+	dbURL := billingtest.NewSchema(t)
+	t.Setenv("TOLLGATE_DATABASE_URL", dbURL)
+
+	const example = "../../examples/pingback/tollgate.yaml"
+	data, err := os.ReadFile(example)
+	if err != nil {
+		t.Fatal(err)
+	}
+	lease := bytes.Replace(data, []byte("  messages:\n    kind: metered\n"), []byte("  messages:\n    kind: metered\n    mode: lease\n"), 1)
+	if bytes.Equal(lease, data) {
+		t.Fatal("the example no longer declares messages as metered")
+	}
+	path := filepath.Join(t.TempDir(), "tollgate.yaml")
+	if err := os.WriteFile(path, lease, 0o600); err != nil {
+		t.Fatal(err)
+	}
+
+	ctx := context.Background()
+	pool, err := billing.Connect(ctx, dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	db := billing.New(pool)
+
+	demoCtx, stopDemo := context.WithCancel(ctx)
+	demoDone := make(chan error, 1)
+	go func() { demoDone <- run(demoCtx, []string{"demo", "--listen", demoAddr}, io.Discard, io.Discard) }()
+	t.Cleanup(func() {
+		stopDemo()
+		<-demoDone
+	})
+	serveCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	done := make(chan error, 1)
+	log := newSyncBuffer()
+	go func() { done <- run(serveCtx, []string{"serve", "--config", path}, io.Discard, log) }()
+	defer func() {
+		if t.Failed() {
+			t.Logf("serve's log:\n%s", log.String())
+		}
+	}()
+	for _, addr := range []string{proxyAddr, apiAddr, demoAddr} {
+		waitHealthy(t, "http://"+addr+"/healthz")
+	}
+	// The flusher delivers only once the restorer gave Redis this
+	// database's epoch.
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		e, err := db.CurrentEpoch(ctx)
+		if err == nil && e > 0 && rdb.Get(ctx, usage.EpochKey).Val() == strconv.FormatInt(e, 10) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no restore within 10 s (epoch %d, %v)", e, err)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+
+	key := createTenant(t, apiAddr, "free") // messages: 250 a month
+	id := rdb.Get(ctx, "tg:apikey:"+tenant.HashKey(key)).Val()
+	if id == "" {
+		t.Fatal("the new tenant's API key is not in Redis")
+	}
+	const messages = 10
+	for i := range messages {
+		req, _ := http.NewRequest(http.MethodPost, "http://"+proxyAddr+"/api/v1/messages", strings.NewReader(`{"text":"hi"}`))
+		req.Header.Set("Authorization", "Bearer "+key)
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusCreated {
+			t.Fatalf("message %d: %d, want 201", i+1, resp.StatusCode)
+		}
+	}
+
+	// Stopped well within the lease interval: the units are still in the
+	// instance's lease, not yet in Redis.
+	stop()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("serve returned %v after shutdown", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("serve did not stop within 30 s")
+	}
+
+	anchor, _ := strconv.ParseInt(rdb.HGet(ctx, "tg:{"+id+"}:ent", "anchor").Val(), 10, 64)
+	start, _ := quota.Period(anchor, time.Now())
+	counter := "tg:{" + id + "}:m:messages:" + strconv.FormatInt(start.Unix(), 10)
+	if n, err := rdb.Get(ctx, counter).Int64(); err != nil || n != messages {
+		t.Errorf("redis %s = %d, %v; want %d", counter, n, err, messages)
+	}
+	used, err := db.UsageFor(ctx, id, start)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if used["messages"] != messages {
+		t.Errorf("postgresql holds %d messages after the graceful stop, want %d", used["messages"], messages)
+	}
 }

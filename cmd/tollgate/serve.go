@@ -66,6 +66,16 @@ func newRedis(c config.Redis) (*redis.Client, error) {
 	return redis.NewClient(opt), nil
 }
 
+const (
+	// drainTimeout bounds how long a stopping process waits for the
+	// requests in flight on its listeners.
+	drainTimeout = 10 * time.Second
+	// finalFlushTimeout bounds the last usage flush, after the drain and
+	// the quota store's Close (at most about 4 s: its final lease reports
+	// and its final reconcile allow themselves 2 s each).
+	finalFlushTimeout = 5 * time.Second
+)
+
 // components names what one process runs: `serve` runs both planes,
 // `billing` only the API.
 type components struct {
@@ -163,10 +173,9 @@ func runServer(ctx context.Context, cfg *config.Config, logOut io.Writer, run co
 		qopts = append(qopts, quota.WithCounterChanged(flusher.Touch))
 	}
 	store := quota.New(rdb, cfg, qopts...)
-	defer store.Close()
+	defer store.Close() // for the early returns; the shutdown below closes it in order
 
-	// The background loops stop with bg; the flusher's final flush runs
-	// after the proxy listener has stopped admitting requests.
+	// The background loops stop with bg, once the listeners have drained.
 	bg, stopBG := context.WithCancel(context.Background())
 	defer stopBG()
 
@@ -238,17 +247,29 @@ func runServer(ctx context.Context, cfg *config.Config, logOut io.Writer, run co
 	case err = <-errc:
 		log.Error("listener failed", zap.Error(err))
 	}
-	shutCtx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
+	// The order matters: the listeners stop taking requests and drain;
+	// then the quota store closes, which reports the units every lease
+	// handed out and pushes the counts kept while Redis was down (changing
+	// counters, which it marks for the flusher); the final flush comes last
+	// and so delivers them. It has a deadline of its own: a drain that used
+	// up its time must not leave the flush an expired one.
+	drainCtx, cancelDrain := context.WithTimeout(context.Background(), drainTimeout)
+	defer cancelDrain()
 	if proxySrv != nil {
-		_ = proxySrv.ShutdownWithContext(shutCtx)
+		_ = proxySrv.ShutdownWithContext(drainCtx)
+	}
+	_ = apiSrv.Shutdown(drainCtx)
+	stopBG()
+	if cerr := store.Close(); cerr != nil {
+		log.Warn("quota store close: a final lease report or reconcile failed", zap.Error(cerr))
 	}
 	if flusher != nil {
-		if ferr := flusher.Close(shutCtx); ferr != nil {
+		flushCtx, cancelFlush := context.WithTimeout(context.Background(), finalFlushTimeout)
+		defer cancelFlush()
+		if ferr := flusher.Close(flushCtx); ferr != nil {
 			log.Warn("final usage flush incomplete; the next start's sweep delivers it", zap.Error(ferr))
 		}
 	}
-	_ = apiSrv.Shutdown(shutCtx)
 	if err != nil && !errors.Is(err, http.ErrServerClosed) {
 		return err
 	}

@@ -36,9 +36,10 @@ const (
 // tests, read when the master starts.
 var workerStartGrace = 10 * time.Second
 
-// workerStopWait bounds the workers' graceful shutdown (runServer allows
-// itself 10 s) before the master kills them.
-const workerStopWait = 20 * time.Second
+// workerStopWait bounds the workers' graceful shutdown before the master
+// kills them: runServer allows itself drainTimeout, the quota store's
+// Close (about 4 s) and finalFlushTimeout, 19 s in all.
+const workerStopWait = 25 * time.Second
 
 // workerListeners are a worker's inherited listeners.
 type workerListeners struct {
