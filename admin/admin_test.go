@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/valyala/fasthttp"
 
 	"github.com/tollgate/tollgate/billing"
 	"github.com/tollgate/tollgate/internal/redistest"
@@ -146,16 +145,7 @@ func TestKeysIssueListRevoke(t *testing.T) {
 		}
 	}
 
-	res, err := tenant.NewResolver(ctx, e.cfg.Tenant, e.rdb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { res.Close() })
-	resolve := func(key string) (string, error) {
-		var h fasthttp.RequestHeader
-		h.Set("Authorization", "Bearer "+key)
-		return res.Resolve(ctx, &h)
-	}
+	resolve := e.resolver(ctx)
 	if tid, err := resolve(second); err != nil || tid != id {
 		t.Fatalf("resolve before revoke: %q, %v", tid, err)
 	}

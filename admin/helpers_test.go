@@ -17,6 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/redis/go-redis/v9"
+	"github.com/valyala/fasthttp"
 
 	"github.com/tollgate/tollgate/admin"
 	"github.com/tollgate/tollgate/billing"
@@ -24,6 +25,7 @@ import (
 	"github.com/tollgate/tollgate/config"
 	"github.com/tollgate/tollgate/internal/redistest"
 	"github.com/tollgate/tollgate/quota"
+	"github.com/tollgate/tollgate/tenant"
 )
 
 const (
@@ -284,4 +286,20 @@ func (quietLogger) Printf(context.Context, string, ...any) {}
 func TestMain(m *testing.M) {
 	redis.SetLogger(quietLogger{})
 	os.Exit(m.Run())
+}
+
+// resolver returns the proxy's view of an API key: the tenant it resolves
+// to through a tenant.Resolver on e's Redis, as a proxy would.
+func (e *env) resolver(ctx context.Context) func(key string) (string, error) {
+	e.t.Helper()
+	res, err := tenant.NewResolver(ctx, e.cfg.Tenant, e.rdb)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.t.Cleanup(func() { res.Close() })
+	return func(key string) (string, error) {
+		var h fasthttp.RequestHeader
+		h.Set("Authorization", "Bearer "+key)
+		return res.Resolve(ctx, &h)
+	}
 }

@@ -8,8 +8,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/valyala/fasthttp"
-
 	"github.com/tollgate/tollgate/admin"
 	"github.com/tollgate/tollgate/quota"
 	"github.com/tollgate/tollgate/tenant"
@@ -65,6 +63,18 @@ func (g *gatedStore) waitEntered(t *testing.T) {
 // gatedWorker starts a second admin API, as another worker process or
 // replica would run, on the same PostgreSQL and Redis, whose entitlement
 // writes the test can hold up. It shares nothing in-process with e.api.
+// syncHeld starts worker's write-through of tenant id and returns once it
+// is held in gate, inside the tenant's section; its result comes on the
+// channel after gate.open.
+func syncHeld(t *testing.T, gate *gatedStore, worker *admin.API, ctx context.Context, id string) <-chan error {
+	t.Helper()
+	gate.arm()
+	synced := make(chan error, 1)
+	go func() { synced <- worker.SyncTenant(ctx, id) }()
+	gate.waitEntered(t)
+	return synced
+}
+
 func (e *env) gatedWorker() (*gatedStore, *admin.API, *httptest.Server) {
 	g := &gatedStore{entered: make(chan struct{}), release: make(chan struct{})}
 	api, _, srv := e.serveWith(e.rdb, func(s *quota.Store) admin.Entitlements {
@@ -129,10 +139,7 @@ func TestRevokeWaitsForAnotherWorkersSync(t *testing.T) {
 	gate, worker2, _ := e.gatedWorker()
 	ctx := testCtx(t)
 
-	gate.arm()
-	synced := make(chan error, 1)
-	go func() { synced <- worker2.SyncTenant(ctx, id) }()
-	gate.waitEntered(t)
+	synced := syncHeld(t, gate, worker2, ctx, id)
 
 	revoked := callAsync(e.srv, "DELETE", "/admin/v1/tenants/"+id+"/keys/"+keyID, "")
 	eventually(t, "the revocation is committed in postgres", func() bool {
@@ -156,16 +163,7 @@ func TestRevokeWaitsForAnotherWorkersSync(t *testing.T) {
 	if n, err := e.rdb.Exists(ctx, "tg:apikey:"+tenant.HashKey(key)).Result(); err != nil || n != 0 {
 		t.Fatalf("revoked key in redis after both workers: %d, %v", n, err)
 	}
-	res, err := tenant.NewResolver(ctx, e.cfg.Tenant, e.rdb)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { res.Close() })
-	resolve := func(key string) (string, error) {
-		var h fasthttp.RequestHeader
-		h.Set("Authorization", "Bearer "+key)
-		return res.Resolve(ctx, &h)
-	}
+	resolve := e.resolver(ctx)
 	if tid, err := resolve(key); !errors.Is(err, tenant.ErrUnknown) {
 		t.Fatalf("the proxy resolves the revoked key: %q, %v", tid, err)
 	}
@@ -223,10 +221,7 @@ func TestIssuedKeyRevokedBeforeItsWriteThrough(t *testing.T) {
 	gate, worker2, _ := e.gatedWorker()
 	ctx := testCtx(t)
 
-	gate.arm()
-	synced := make(chan error, 1)
-	go func() { synced <- worker2.SyncTenant(ctx, id) }()
-	gate.waitEntered(t)
+	synced := syncHeld(t, gate, worker2, ctx, id)
 
 	issued := callAsync(e.srv, "POST", "/admin/v1/tenants/"+id+"/keys", "")
 	var keyID string
