@@ -191,6 +191,8 @@ func FuzzSingleValue(f *testing.F) {
 		"X-Tenant-Id: a, b\r\n",
 		"X-Tenant-Ids: evil\r\nX-Tenant-Id: acme\r\n",
 		"Accept: */*\r\n",
+		"X-Tenant-Id: a\r\n b\r\n",            // obsolete line folding: one value
+		"Accept: x\r\n X-Tenant-Id: evil\r\n", // folded into Accept: no line of ours
 	} {
 		f.Add([]byte(s))
 	}
@@ -202,13 +204,22 @@ func FuzzSingleValue(f *testing.F) {
 			return // the server answers 400 itself; Resolve never sees it
 		}
 		var lines []string
+		ours := false // the last header line was one of name's
 		for _, l := range strings.Split(string(block), "\n") {
 			l = strings.TrimSuffix(l, "\r")
 			if l == "" {
 				break // the end of the header; the rest is body
 			}
+			if l[0] == ' ' || l[0] == '\t' {
+				// An obsolete line folding: it continues the line before.
+				if ours {
+					lines[len(lines)-1] = strings.Trim(lines[len(lines)-1]+" "+strings.Trim(l, " \t"), " \t")
+				}
+				continue
+			}
 			k, v, ok := strings.Cut(l, ":")
-			if ok && strings.EqualFold(k, name) {
+			ours = ok && strings.EqualFold(k, name)
+			if ours {
 				lines = append(lines, strings.Trim(v, " \t"))
 			}
 		}
