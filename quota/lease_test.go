@@ -621,15 +621,7 @@ func TestLeaseRetryAfterLostReply(t *testing.T) {
 	for range 3 {
 		mustReserve(t, s, c)
 	}
-	var ls *leaseState
-	for _, l := range s.leases.all() {
-		if l.tenant == id {
-			ls = l
-		}
-	}
-	if ls == nil {
-		t.Fatal("no lease state")
-	}
+	ls := leaseOf(t, s, id)
 	ls.mu.Lock()
 	// Apply a call, then pretend its reply never came.
 	ls.seq++
@@ -940,15 +932,7 @@ func TestLeaseRetiredStateIsSettled(t *testing.T) {
 			t.Fatalf("reserve: %v", d.Outcome)
 		}
 	}
-	var ls *leaseState
-	for _, l := range s.leases.all() {
-		if l.tenant == id {
-			ls = l
-		}
-	}
-	if ls == nil {
-		t.Fatal("no lease state")
-	}
+	ls := leaseOf(t, s, id)
 	oldKey := ls.key
 
 	calendar, _ := Period(0, time.Now())
@@ -1051,4 +1035,17 @@ func TestCounterChanged(t *testing.T) {
 	if len(changed) != 1 {
 		t.Errorf("named %v, want only %s", changed, d.key)
 	}
+}
+
+// leaseOf is the store's lease state of tenant id; the test fails without
+// one.
+func leaseOf(t *testing.T, s *Store, id string) *leaseState {
+	t.Helper()
+	for _, l := range s.leases.all() {
+		if l.tenant == id {
+			return l
+		}
+	}
+	t.Fatal("no lease state")
+	return nil
 }

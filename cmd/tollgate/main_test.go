@@ -222,18 +222,7 @@ func TestServeWritesThroughPlansChangedInTheFile(t *testing.T) {
 	t.Setenv("TOLLGATE_DATABASE_URL", billingtest.NewSchema(t))
 
 	const example = "../../examples/pingback/tollgate.yaml"
-	data, err := os.ReadFile(example)
-	if err != nil {
-		t.Fatal(err)
-	}
-	changed := bytes.Replace(data, []byte("limits: {messages: 2500,"), []byte("limits: {messages: 3000,"), 1)
-	if bytes.Equal(changed, data) {
-		t.Fatal("the example no longer gives mini 2500 messages")
-	}
-	changedPath := filepath.Join(t.TempDir(), "tollgate.yaml")
-	if err := os.WriteFile(changedPath, changed, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	changedPath := editedExample(t, "limits: {messages: 2500,", "limits: {messages: 3000,")
 
 	serveUntil := func(path string, during func()) {
 		t.Helper()
@@ -313,19 +302,7 @@ func TestGracefulShutdownFlushesLeaseUsage(t *testing.T) {
 	dbURL := billingtest.NewSchema(t)
 	t.Setenv("TOLLGATE_DATABASE_URL", dbURL)
 
-	const example = "../../examples/pingback/tollgate.yaml"
-	data, err := os.ReadFile(example)
-	if err != nil {
-		t.Fatal(err)
-	}
-	lease := bytes.Replace(data, []byte("  messages:\n    kind: metered\n"), []byte("  messages:\n    kind: metered\n    mode: lease\n"), 1)
-	if bytes.Equal(lease, data) {
-		t.Fatal("the example no longer declares messages as metered")
-	}
-	path := filepath.Join(t.TempDir(), "tollgate.yaml")
-	if err := os.WriteFile(path, lease, 0o600); err != nil {
-		t.Fatal(err)
-	}
+	path := editedExample(t, "  messages:\n    kind: metered\n", "  messages:\n    kind: metered\n    mode: lease\n")
 
 	ctx := context.Background()
 	pool, err := billing.Connect(ctx, dbURL)
@@ -415,4 +392,24 @@ func TestGracefulShutdownFlushesLeaseUsage(t *testing.T) {
 	if used["messages"] != messages {
 		t.Errorf("postgresql holds %d messages after the graceful stop, want %d", used["messages"], messages)
 	}
+}
+
+// editedExample writes the pingback example with its first old replaced by
+// new to a temporary file and returns its path; the test fails when the
+// example no longer holds old.
+func editedExample(t *testing.T, old, new string) string {
+	t.Helper()
+	data, err := os.ReadFile("../../examples/pingback/tollgate.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	edited := bytes.Replace(data, []byte(old), []byte(new), 1)
+	if bytes.Equal(edited, data) {
+		t.Fatalf("the pingback example no longer holds %q", old)
+	}
+	path := filepath.Join(t.TempDir(), "tollgate.yaml")
+	if err := os.WriteFile(path, edited, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
 }
